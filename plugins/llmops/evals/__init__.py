@@ -1,0 +1,1 @@
+"""Eval sets, scorers, statistics and the client that queries a served model."""

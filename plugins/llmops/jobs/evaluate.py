@@ -1,0 +1,114 @@
+"""Pod job: evaluate a served model on an eval set and record the run in MLflow.
+
+Runs beside a vLLM sidecar (same pod, ``127.0.0.1:$(VLLM_PORT)``)::
+
+    python -m llmops.jobs.evaluate --evalset include/evalsets/synthetic_chat_v1.yaml \\
+        --model tiny-chat --experiment llmops-smoke --tag hardware_class=cpu
+
+Result (``return.json``): MLflow run id, eval-set revision, per-category scores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from llmops import tracking
+from llmops.evals import client
+from llmops.evals.evalset import load_evalset
+from llmops.evals.scoring import category_scores, results_as_rows, score_items
+from llmops.jobs.common import optional_env, setup_logging, write_result
+
+log = setup_logging("llmops.jobs.evaluate")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line interface of the job."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--evalset", type=Path, required=True, help="eval set YAML description")
+    parser.add_argument("--model", required=True, help="served model name")
+    parser.add_argument("--base-url", default=None,
+                        help="OpenAI-compatible base URL (default http://127.0.0.1:$VLLM_PORT/v1)")
+    parser.add_argument("--experiment", default="llmops-evals", help="MLflow experiment")
+    parser.add_argument("--run-name", default=None)
+    parser.add_argument("--limit-per-category", type=int, default=0, help="0 = every item")
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--min-overall", type=float, default=None,
+                        help="fail the job (exit 3) when the overall score is below this")
+    parser.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE",
+                        help="MLflow run tag (repeatable)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the evaluation; exit 0 with a result, 3 below ``--min-overall``."""
+    args = parse_args(argv)
+    base_url = args.base_url or f"http://127.0.0.1:{os.environ.get('VLLM_PORT', '8000')}/v1"
+    evalset = load_evalset(args.evalset)
+    if args.limit_per_category:
+        evalset = evalset.limited(args.limit_per_category)
+    waited = client.wait_healthy(base_url)
+    log.info("server %s healthy after %.1fs; %d items from %s@%s", base_url, waited,
+             len(evalset.items), evalset.name, evalset.revision)
+
+    started = time.monotonic()
+    completions = client.chat_many(base_url, args.model, [i.messages for i in evalset.items],
+                                   concurrency=args.concurrency, max_tokens=args.max_tokens)
+    duration = time.monotonic() - started
+    results = score_items(evalset.items, completions)
+    scores = category_scores(results)
+    errors = sum(1 for r in results if r.error)
+    for category, est in scores.items():
+        log.info("%-12s %.3f [%.3f, %.3f] n=%d", category, est.mean, est.ci_low, est.ci_high, est.n)
+
+    tags = dict(t.split("=", 1) for t in args.tag)
+    run_id = _log_to_mlflow(args, evalset, scores, results, tags, duration, errors)
+    result = {
+        "mlflow_run_id": run_id,
+        "evalset": evalset.name,
+        "evalset_revision": evalset.revision,
+        "model": args.model,
+        "items": len(results),
+        "errors": errors,
+        "duration_s": round(duration, 3),
+        "scores": {c: {"mean": e.mean, "ci_low": e.ci_low, "ci_high": e.ci_high, "n": e.n}
+                   for c, e in scores.items()},
+    }
+    write_result(result)
+    if args.min_overall is not None and scores["overall"].mean < args.min_overall:
+        log.error("overall score %.3f is below --min-overall %.3f", scores["overall"].mean, args.min_overall)
+        return 3
+    return 0
+
+
+def _log_to_mlflow(args: argparse.Namespace, evalset, scores, results, tags, duration, errors) -> str | None:
+    tracking_uri = optional_env("MLFLOW_TRACKING_URI")
+    if tracking_uri is None:
+        log.warning("MLFLOW_TRACKING_URI is not set: results are not recorded in MLflow")
+        return None
+    import mlflow
+
+    experiment_id = tracking.configure(tracking_uri, args.experiment)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=args.run_name) as run:
+        mlflow.set_tags({"llmops.job": "evaluate", "evalset": evalset.name,
+                         "evalset_revision": evalset.revision, "model": args.model, **tags})
+        mlflow.log_params({"evalset": evalset.name, "evalset_revision": evalset.revision,
+                           "items": len(results), "limit_per_category": args.limit_per_category,
+                           "max_tokens": args.max_tokens})
+        mlflow.log_metrics({**tracking.eval_metrics(scores), "eval/errors": float(errors),
+                            "eval/duration_s": duration})
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "eval_results.json"
+            path.write_text(json.dumps(results_as_rows(results), indent=1))
+            mlflow.log_artifact(str(path), artifact_path="eval")
+        log.info("MLflow run %s in experiment %s", run.info.run_id, args.experiment)
+        return run.info.run_id
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

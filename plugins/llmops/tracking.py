@@ -1,0 +1,37 @@
+"""MLflow tracking I/O shared by jobs: where runs go and how metrics are named.
+
+Metric names are stable so the MLflow UI charts the same series over time:
+``eval/<category>/<metric>`` with ``_ci_low`` / ``_ci_high`` companions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from llmops.evals.stats import ScoreEstimate
+
+
+def eval_metrics(scores: Mapping[str, ScoreEstimate], metric: str = "accuracy") -> dict[str, float]:
+    """Flatten per-category estimates into MLflow metric names."""
+    metrics: dict[str, float] = {}
+    for category, estimate in scores.items():
+        base = f"eval/{category}/{metric}"
+        metrics[base] = estimate.mean
+        metrics[f"{base}_ci_low"] = estimate.ci_low
+        metrics[f"{base}_ci_high"] = estimate.ci_high
+        metrics[f"eval/{category}/n"] = float(estimate.n)
+    return metrics
+
+
+def configure(tracking_uri: str | None, experiment: str) -> str:
+    """Point MLflow at ``tracking_uri`` and make sure ``experiment`` exists; return its id."""
+    import mlflow
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is not None:
+        return found.experiment_id
+    return mlflow.create_experiment(experiment)
