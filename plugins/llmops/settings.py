@@ -50,6 +50,7 @@ class Settings:
     evalsets_dir: Path
     namespace: str
     service_account: str
+    default_hardware_class: str
     local_runtimes: dict[str, Path] = field(default_factory=dict)
 
     @property
@@ -90,6 +91,7 @@ def load(environ: dict[str, str] | None = None) -> Settings:
         evalsets_dir=Path(env.get("LLMOPS_EVALSETS_DIR", PROJECT_ROOT / "include" / "evalsets")),
         namespace=env.get("LLMOPS_K8S_NAMESPACE", "llmops"),
         service_account=env.get("LLMOPS_K8S_SERVICE_ACCOUNT", "llmops-jobs"),
+        default_hardware_class=env.get("LLMOPS_DEFAULT_HARDWARE_CLASS", "cpu"),
         local_runtimes=_local_runtimes(env, jobs_image, vllm_image, vllm_venv),
     )
 
@@ -111,7 +113,9 @@ def _local_runtimes(env: dict[str, str] | os._Environ[str], jobs_image: str, vll
         try:
             extra = json.loads(raw)
         except json.JSONDecodeError as exc:
-            raise SettingsError(f"LLMOPS_LOCAL_RUNTIMES is not valid JSON ({exc}); expected {{\"repo\": \"/path/bin\"}}") from exc
+            raise SettingsError(
+                f"LLMOPS_LOCAL_RUNTIMES is not valid JSON ({exc}); expected {{\"repo\": \"/path/bin\"}}"
+            ) from exc
         if not isinstance(extra, dict):
             raise SettingsError("LLMOPS_LOCAL_RUNTIMES must be a JSON object {\"image repo\": \"/path/to/bin\"}")
         runtimes.update({image_repository(k): Path(v) for k, v in extra.items()})

@@ -32,7 +32,7 @@ class AirflowApi:
         data = json.dumps(payload).encode() if payload is not None else None
         request = urllib.request.Request(f"{self.base_url}{path}", data=data, headers=headers, method=method)
         try:
-            with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - local API
+            with urllib.request.urlopen(request, timeout=30) as response:
                 raw = response.read()
         except urllib.error.HTTPError as exc:
             raise AirflowApiError(f"{method} {path}: HTTP {exc.code}: {exc.read().decode(errors='replace')}") from exc

@@ -29,7 +29,7 @@ from llmops.settings import PROJECT_ROOT
 # Dummy credentials of the local S3 endpoint (moto accepts any). Real ones come
 # from Kubernetes Secrets / the AWS connection in production.
 LOCAL_S3_KEY_ID = "embedded"
-LOCAL_S3_SECRET = "embedded-secret"  # noqa: S105 - not a secret: the local endpoint accepts anything
+LOCAL_S3_SECRET = "embedded-secret"
 REGION = "us-east-1"
 S3_SECRET_NAME = "llmops-s3"
 

@@ -33,7 +33,7 @@ def wait_healthy(base_url: str, timeout_s: float = 300.0, period_s: float = 1.0)
     started = time.monotonic()
     while True:
         try:
-            with urllib.request.urlopen(f"{root}/health", timeout=5) as response:  # noqa: S310
+            with urllib.request.urlopen(f"{root}/health", timeout=5) as response:
                 if response.status == 200:
                     return time.monotonic() - started
         except (urllib.error.URLError, OSError):
@@ -52,7 +52,7 @@ def chat(base_url: str, model: str, messages: Sequence[dict[str, str]], *, max_t
                                      headers={"Content-Type": "application/json"})
     started = time.monotonic()
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
             payload = json.loads(response.read())
         text = payload["choices"][0]["message"]["content"] or ""
         return Completion(text=text, latency_s=time.monotonic() - started)

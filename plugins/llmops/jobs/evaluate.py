@@ -19,8 +19,9 @@ from pathlib import Path
 
 from llmops import tracking
 from llmops.evals import client
-from llmops.evals.evalset import load_evalset
-from llmops.evals.scoring import category_scores, results_as_rows, score_items
+from llmops.evals.evalset import EvalSet, load_evalset
+from llmops.evals.scoring import ItemResult, category_scores, results_as_rows, score_items
+from llmops.evals.stats import ScoreEstimate
 from llmops.jobs.common import optional_env, setup_logging, write_result
 
 log = setup_logging("llmops.jobs.evaluate")
@@ -67,9 +68,10 @@ def main(argv: list[str] | None = None) -> int:
         log.info("%-12s %.3f [%.3f, %.3f] n=%d", category, est.mean, est.ci_low, est.ci_high, est.n)
 
     tags = dict(t.split("=", 1) for t in args.tag)
-    run_id = _log_to_mlflow(args, evalset, scores, results, tags, duration, errors)
+    run_id, experiment_id = _log_to_mlflow(args, evalset, scores, results, tags, duration, errors)
     result = {
         "mlflow_run_id": run_id,
+        "mlflow_experiment_id": experiment_id,
         "evalset": evalset.name,
         "evalset_revision": evalset.revision,
         "model": args.model,
@@ -86,11 +88,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _log_to_mlflow(args: argparse.Namespace, evalset, scores, results, tags, duration, errors) -> str | None:
+def _log_to_mlflow(args: argparse.Namespace, evalset: EvalSet, scores: dict[str, ScoreEstimate],
+                   results: list[ItemResult], tags: dict[str, str], duration: float,
+                   errors: int) -> tuple[str | None, str | None]:
     tracking_uri = optional_env("MLFLOW_TRACKING_URI")
     if tracking_uri is None:
         log.warning("MLFLOW_TRACKING_URI is not set: results are not recorded in MLflow")
-        return None
+        return None, None
     import mlflow
 
     experiment_id = tracking.configure(tracking_uri, args.experiment)
@@ -107,7 +111,7 @@ def _log_to_mlflow(args: argparse.Namespace, evalset, scores, results, tags, dur
             path.write_text(json.dumps(results_as_rows(results), indent=1))
             mlflow.log_artifact(str(path), artifact_path="eval")
         log.info("MLflow run %s in experiment %s", run.info.run_id, args.experiment)
-        return run.info.run_id
+        return run.info.run_id, experiment_id
 
 
 if __name__ == "__main__":

@@ -72,7 +72,7 @@ class _Process:
         self.name = container.name
         self.tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
         self.log = log
-        self.popen = subprocess.Popen(  # noqa: S603 - argv comes from the pod job, as in a pod
+        self.popen = subprocess.Popen(
             argv,
             env=env,
             cwd=cwd,
@@ -255,7 +255,9 @@ class LocalPodRunner:
         if self._killed:
             raise PodFailed(f"pod job {job.name!r} was killed before container {container.name!r} started")
         self.log.info("pod %s: starting container %s: %s", job.name, container.name, " ".join(argv))
-        proc = _Process(container, argv, env, workdir, self.log)
+        # Containers start in the project root: the jobs image's WORKDIR holds the same
+        # dags/, include/ and plugins/, so relative paths in args resolve alike.
+        proc = _Process(container, argv, env, PROJECT_ROOT, self.log)
         self._live.append(proc)
         return proc
 
@@ -321,7 +323,7 @@ def _free_port() -> int:
 
 def _http_ok(url: str, timeout_s: float) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 - loopback probe
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
             return 200 <= response.status < 400
     except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
         return False

@@ -1,0 +1,67 @@
+# The two commands (see README): `make up` and `make test`. Everything else is a step of them.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+VLLM_VENV ?= .venv-vllm
+MODELS_DIR ?= .data/models
+UV_VERSION := 0.13.9
+PY := $(VENV)/bin/python
+RUN := PYTHONPATH=plugins $(PY)
+
+.PHONY: up run down status serve test lint venv vllm-env models bench lock clean
+
+## up: set everything up, start the platform and run the main job on it
+up: venv models
+	$(RUN) -m llmops.embedded up
+	$(RUN) -m llmops.embedded run
+
+## run: run the main job again on the running platform
+run:
+	$(RUN) -m llmops.embedded run
+
+## down: save the S3 data and stop every service
+down:
+	$(RUN) -m llmops.embedded down
+
+status:
+	$(RUN) -m llmops.embedded status
+
+## serve: platform in the foreground until Ctrl-C
+serve: venv models
+	$(RUN) -m llmops.embedded serve
+
+## test: set everything up and run the whole test suite
+test: venv models
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff check --select AIR dags plugins
+	$(RUN) -m pytest
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+# The Airflow environment: one tested set of pins (requirements + constraints lock).
+venv: $(VENV)/.installed
+$(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q uv==$(UV_VERSION)
+	$(VENV)/bin/uv pip install --python $(PY) -r requirements-dev.txt -c constraints.txt
+	touch $@
+
+# vLLM lives in its own environment (a separate image in production).
+vllm-env:
+	bash scripts/setup-vllm-env.sh $(VLLM_VENV)
+
+# The project's own small models (cached: a second run is a no-op).
+models: vllm-env
+	PYTHONPATH=plugins $(VLLM_VENV)/bin/python -m llmops.modelmaker --out $(MODELS_DIR)/tiny-chat
+
+bench: venv
+	$(RUN) bench/dag_parse.py
+
+# Regenerate the full lock after changing requirements*.txt.
+lock: venv
+	$(VENV)/bin/uv pip compile --python-version 3.11 requirements-dev.txt -o constraints.txt --no-header --no-annotate
+
+clean:
+	-$(RUN) -m llmops.embedded down
+	rm -rf .data

@@ -1,0 +1,83 @@
+"""Every pod-job task of every DAG renders to a valid Kubernetes pod, and both launchers
+run the very same pod job (the pod spec is the source of truth in both modes)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import kubernetes_validate
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+VLLM_IMAGE = "docker.io/vllm/vllm-openai@sha256:" + "c3" * 32
+JOBS_IMAGE = "ghcr.io/llmops-lifecycle/llmops-jobs@sha256:" + "d4" * 32
+RESTRICTED = {"runAsNonRoot": True, "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+
+def _dagbag(monkeypatch: pytest.MonkeyPatch, launcher: str, hardware_class: str = "cpu"):
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("LLMOPS_LAUNCHER", launcher)
+    monkeypatch.setenv("LLMOPS_VLLM_IMAGE", VLLM_IMAGE)
+    monkeypatch.setenv("LLMOPS_JOBS_IMAGE", JOBS_IMAGE)
+    monkeypatch.setenv("LLMOPS_DEFAULT_HARDWARE_CLASS", hardware_class)
+    bag = DagBag(dag_folder=str(ROOT / "dags"))
+    assert not bag.import_errors, bag.import_errors
+    return bag
+
+
+def _pod_tasks(bag, operator_name: str):
+    return [(dag, task) for dag in bag.dags.values() for task in dag.tasks
+            if type(task).__name__ == operator_name]
+
+
+def _context(dag) -> dict:
+    params = {name: dag.params[name] for name in dag.params}
+    return {"params": params, "run_id": "manual__2026-11-23T00:00:00+00:00", "ds": "2026-11-23",
+            "conn": {"llmops_mlflow": SimpleNamespace(host="http://mlflow.llmops.svc:5000"),
+                     "llmops_s3": SimpleNamespace(extra_dejson={"endpoint_url": ""})}}
+
+
+@pytest.mark.parametrize("hardware_class", ["cpu", "h100x1", "b200x4"])
+def test_every_pod_job_task_renders_a_valid_restricted_pod(monkeypatch, hardware_class: str) -> None:
+    from llmops.launch.kubernetes import render_pod_manifest
+
+    tasks = _pod_tasks(_dagbag(monkeypatch, "kubernetes", hardware_class), "PodJobKubernetesOperator")
+    assert tasks, "expected pod-job tasks under the kubernetes launcher"
+    for dag, task in tasks:
+        manifest = render_pod_manifest(task, _context(dag))
+        where = f"{dag.dag_id}.{task.task_id} on {hardware_class}"
+        kubernetes_validate.validate(manifest, "1.33", strict=True)
+        assert "{{" not in json.dumps(manifest), f"{where}: unrendered template"
+        spec = manifest["spec"]
+        containers = spec["containers"] + spec.get("initContainers", [])
+        for container in containers:
+            if container["name"] == "xcom-sidecar":  # the provider's own; see the README
+                continue
+            for key, value in RESTRICTED.items():
+                assert container["securityContext"][key] == value, f"{where}: {container['name']} {key}"
+        vllm = next(c for c in spec.get("initContainers", []) if c["name"] == "vllm")
+        assert vllm["restartPolicy"] == "Always", f"{where}: vLLM must be a native sidecar"
+        assert vllm["startupProbe"]["httpGet"]["path"] == "/health"
+        gpus = int(vllm["resources"].get("limits", {}).get("nvidia.com/gpu", 0))
+        if hardware_class == "cpu":
+            assert gpus == 0 and not spec.get("tolerations")
+        else:
+            assert gpus == int(hardware_class[-1]), f"{where}: GPU limit {gpus}"
+            assert vllm["resources"]["requests"]["nvidia.com/gpu"] == vllm["resources"]["limits"]["nvidia.com/gpu"]
+            assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
+            assert "nvidia.com/gpu.product" in spec["nodeSelector"]
+        shm = next(v for v in spec["volumes"] if v["name"] == "shm")
+        assert shm["emptyDir"]["medium"] == "Memory"
+
+
+def test_both_launchers_run_the_same_pod_job(monkeypatch) -> None:
+    local = {(d.dag_id, t.task_id): t.pod_job for d, t in _pod_tasks(_dagbag(monkeypatch, "local"), "LocalPodOperator")}
+    kube = {(d.dag_id, t.task_id): t.pod_job
+            for d, t in _pod_tasks(_dagbag(monkeypatch, "kubernetes"), "PodJobKubernetesOperator")}
+    assert local and local.keys() == kube.keys()
+    for key in local:
+        assert local[key] == kube[key], f"{key}: the launchers got different pod jobs"
+        assert local[key]["scheduling"]["hardware_class"] == "cpu"

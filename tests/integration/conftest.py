@@ -1,0 +1,64 @@
+"""The embedded platform's services, started for real once per test session on free ports."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from llmops.embedded import s3state
+from llmops.embedded.platform import EmbeddedPlatform, Endpoints
+from llmops.embedded.services import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _require(path: Path, what: str, make_target: str) -> None:
+    if not path.exists():
+        pytest.fail(f"{what} missing at {path}: run `make {make_target}` (the README's test command does)")
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    """The model maker's checkpoints (made by `make models` before the tests)."""
+    path = Path(os.environ["LLMOPS_MODELS_DIR"]) / "tiny-chat"
+    for variant in ("good", "better", "degraded"):
+        _require(path / variant / "config.json", f"checkpoint {variant!r}", "models")
+    return path
+
+
+@pytest.fixture(scope="session")
+def vllm_runtime() -> Path:
+    """The vLLM virtual environment (made by `make vllm-env`)."""
+    venv = Path(os.environ.get("LLMOPS_VLLM_VENV", ROOT / ".venv-vllm"))
+    _require(venv / "bin" / "vllm", "the vLLM environment", "vllm-env")
+    return venv
+
+
+@pytest.fixture(scope="session")
+def platform(session_dir: Path) -> Iterator[EmbeddedPlatform]:
+    """A real S3 endpoint (moto) and MLflow server (SQLite + S3 artifacts), with the
+    Airflow connections and variables pointing at them in this process's environment."""
+    platform = EmbeddedPlatform(
+        session_dir / "platform", Endpoints(s3_port=free_port(), mlflow_port=free_port(), airflow_port=free_port())
+    )
+    env = platform.airflow_env()
+    saved = dict(os.environ)
+    # Keep the session's Airflow home and DB; take the platform's connections, variables, endpoints.
+    for key in ("AIRFLOW_HOME", "AIRFLOW__CORE__DAGS_FOLDER", "AIRFLOW__CORE__PLUGINS_FOLDER", "PYTHONPATH"):
+        env.pop(key, None)
+    os.environ.update(env)
+    platform.write_local_secrets()
+    services = platform.services(with_airflow=False)
+    try:
+        for service in services:
+            service.start()
+        s3state.ensure_buckets(s3state.client(platform.endpoints.s3_url), platform.settings_file.buckets())
+        yield platform
+    finally:
+        for service in reversed(services):
+            service.stop()
+        os.environ.clear()
+        os.environ.update(saved)

@@ -1,0 +1,331 @@
+"""The kubernetes launcher: render the pod of a vLLM serving job per hardware class, offline.
+
+No cluster: ``render_pod_manifest`` renders the operator's template fields with a minimal
+context (``params``), builds the pod with ``build_pod_request_obj(dry_run=True)`` and returns
+the camelCase manifest, which is validated against the Kubernetes 1.33 schema (strict).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kubernetes_validate
+import pytest
+from airflow.sdk import DAG
+
+from llmops import settings as settings_mod
+from llmops.hardware import load_hardware_class
+from llmops.launch.kubernetes import (
+    IMAGE_PULL_MARGIN_S,
+    MODEL_CACHE_CLAIM,
+    PodJobKubernetesOperator,
+    UnpinnedImageError,
+    make_kubernetes_task,
+    render_pod_manifest,
+)
+from llmops.pods import Container, PodJob, PodJobError, Resources, SecretEnv, Volume
+from llmops.serving import pool_kwargs, serving_pod_job, vllm_sidecar
+
+VLLM_IMAGE = "docker.io/vllm/vllm-openai@sha256:" + "a1" * 32
+JOBS_IMAGE = "ghcr.io/llmops-lifecycle/llmops-jobs@sha256:" + "b2" * 32
+CLASSES = ("h100x1", "h100x2", "b200x4", "cpu")
+PARAMS = {"model": "tiny-chat", "evalset": "synthetic_chat_v1"}
+RESTRICTED = {
+    "runAsNonRoot": True,
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+@pytest.fixture
+def settings(monkeypatch: pytest.MonkeyPatch) -> settings_mod.Settings:
+    """Digest-pinned images, as production sets them (never by editing the defaults)."""
+    monkeypatch.setenv("LLMOPS_VLLM_IMAGE", VLLM_IMAGE)
+    monkeypatch.setenv("LLMOPS_JOBS_IMAGE", JOBS_IMAGE)
+    return settings_mod.load()
+
+
+def _evaluate_container(image: str) -> Container:
+    return Container(
+        name="evaluate",
+        image=image,
+        command=("python", "-m", "llmops.jobs.evaluate"),
+        args=("--model", "{{ params.model }}", "--evalset", "include/evalsets/{{ params.evalset }}.yaml"),
+        env={"MLFLOW_TRACKING_URI": "http://mlflow.llmops:5000", "OPENAI_BASE_URL": "http://127.0.0.1:$(VLLM_PORT)/v1"},
+        secret_env={"AWS_SECRET_ACCESS_KEY": SecretEnv(secret="llmops-s3", key="secret_access_key")},
+        resources=Resources(cpu="1", memory="2Gi"),
+    )
+
+
+def _serving_job(settings: settings_mod.Settings, hw_name: str, *, jobs_image: str | None = None,
+                 vllm_image: str | None = None) -> PodJob:
+    hw = load_hardware_class(hw_name, settings.hardware_configs_dir)
+    return serving_pod_job(
+        name=f"evaluate-{hw_name}",
+        hw=hw,
+        main=_evaluate_container(jobs_image or settings.jobs_image),
+        model_path="/models/{{ params.model }}",
+        served_model_name="{{ params.model }}",
+        vllm_image=vllm_image or settings.vllm_image,
+        labels={"app.kubernetes.io/part-of": "llmops"},
+        timeout_s=5400,
+    )
+
+
+def _operator(job: PodJob, **kwargs: Any) -> PodJobKubernetesOperator:
+    with DAG(dag_id=f"test_{job.name.replace('-', '_')}", params=PARAMS, schedule=None):
+        return make_kubernetes_task(job, task_id="evaluate", **kwargs)
+
+
+def _render(job: PodJob, **kwargs: Any) -> dict[str, Any]:
+    return render_pod_manifest(_operator(job, **kwargs), {"params": dict(PARAMS)})
+
+
+def _by_name(items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {item["name"]: item for item in items}
+
+
+def _env(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return _by_name(container.get("env", []))
+
+
+@pytest.fixture(params=CLASSES)
+def rendered(request: pytest.FixtureRequest, settings: settings_mod.Settings) -> tuple[Any, PodJob, dict[str, Any]]:
+    hw = load_hardware_class(request.param, settings.hardware_configs_dir)
+    job = _serving_job(settings, request.param)
+    return hw, job, _render(job)
+
+
+# -- the rendered pod, per hardware class -------------------------------------------------------
+
+
+def test_manifest_is_valid_kubernetes_1_33(rendered: Any) -> None:
+    _, _, manifest = rendered
+    kubernetes_validate.validate(manifest, "1.33", strict=True)
+    assert manifest["kind"] == "Pod" and manifest["spec"]["restartPolicy"] == "Never"
+
+
+def test_gpus_requested_and_limited_on_the_vllm_sidecar(rendered: Any) -> None:
+    hw, _, manifest = rendered
+    vllm = _by_name(manifest["spec"]["initContainers"])["vllm"]
+    base = _by_name(manifest["spec"]["containers"])["base"]
+    if hw.gpu.count:
+        assert vllm["resources"]["requests"]["nvidia.com/gpu"] == str(hw.gpu.count)
+        assert vllm["resources"]["limits"]["nvidia.com/gpu"] == str(hw.gpu.count)
+    else:
+        assert "nvidia.com/gpu" not in vllm["resources"]["requests"]
+        assert "nvidia.com/gpu" not in vllm["resources"]["limits"]
+    assert vllm["resources"]["requests"]["cpu"] == hw.resources.cpu
+    assert vllm["resources"]["requests"]["memory"] == vllm["resources"]["limits"]["memory"] == hw.resources.memory
+    assert "nvidia.com/gpu" not in base["resources"]["requests"]
+
+
+def test_scheduling_comes_from_the_hardware_class(rendered: Any) -> None:
+    hw, job, manifest = rendered
+    spec = manifest["spec"]
+    assert spec["nodeSelector"] == hw.node_selector
+    tolerations = spec.get("tolerations") or []
+    if hw.gpu.count:
+        assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in tolerations
+    else:
+        assert tolerations == []
+    assert manifest["metadata"]["labels"]["llmops.io/hardware-class"] == hw.name
+    assert manifest["metadata"]["labels"]["app.kubernetes.io/part-of"] == "llmops"
+    assert spec["activeDeadlineSeconds"] == job.timeout_s == 5400
+
+
+def test_every_container_is_restricted(rendered: Any, settings: settings_mod.Settings) -> None:
+    _, _, manifest = rendered
+    spec = manifest["spec"]
+    containers = [*spec["initContainers"], *spec["containers"]]
+    assert {c["name"] for c in containers} == {"vllm", "base", "airflow-xcom-sidecar"}
+    for container in containers:
+        assert container["securityContext"] == RESTRICTED, container["name"]
+    pod = spec["securityContext"]
+    assert pod["runAsNonRoot"] is True and pod["runAsUser"] > 0 and pod["fsGroup"] > 0
+    assert pod["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert spec["serviceAccountName"] == settings.service_account
+    assert manifest["metadata"]["namespace"] == settings.namespace
+    assert spec["automountServiceAccountToken"] is False
+
+
+def test_vllm_is_a_native_sidecar_probed_on_health(rendered: Any) -> None:
+    _, job, manifest = rendered
+    port = job.ports["VLLM_PORT"]
+    vllm = _by_name(manifest["spec"]["initContainers"])["vllm"]
+    assert vllm["restartPolicy"] == "Always"
+    for probe in (vllm["startupProbe"], vllm["readinessProbe"]):
+        assert probe["httpGet"] == {"path": "/health", "port": port}
+    startup = vllm["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 300
+    assert vllm["ports"] == [{"containerPort": port, "name": "vllm-port", "protocol": "TCP"}]
+    assert vllm["command"] == ["vllm", "serve"]
+
+
+def test_port_env_on_every_job_container_and_refs_left_for_the_kubelet(rendered: Any) -> None:
+    hw, job, manifest = rendered
+    vllm = _by_name(manifest["spec"]["initContainers"])["vllm"]
+    base = _by_name(manifest["spec"]["containers"])["base"]
+    for container in (vllm, base):
+        assert container["env"][0] == {"name": "VLLM_PORT", "value": str(job.ports["VLLM_PORT"])}
+    args = vllm["args"]
+    assert args[args.index("--port") + 1] == "$(VLLM_PORT)"
+    assert args[args.index("--tensor-parallel-size") + 1] == str(hw.vllm.tensor_parallel_size)
+    assert args[args.index("--kv-cache-dtype") + 1] == hw.vllm.kv_cache_dtype
+    assert _env(base)["OPENAI_BASE_URL"]["value"] == "http://127.0.0.1:$(VLLM_PORT)/v1"
+    for name, value in hw.vllm.env.items():
+        assert _env(vllm)[name]["value"] == value
+
+
+def test_volumes_model_cache_shm_and_scratch(rendered: Any) -> None:
+    hw, _, manifest = rendered
+    spec = manifest["spec"]
+    volumes = _by_name(spec["volumes"])
+    assert volumes["model-cache"]["persistentVolumeClaim"] == {"claimName": MODEL_CACHE_CLAIM}
+    assert volumes["shm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": hw.resources.shm_size}
+    assert volumes["scratch"]["emptyDir"] == {}
+    assert "xcom" in volumes
+    for container in (_by_name(spec["initContainers"])["vllm"], _by_name(spec["containers"])["base"]):
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        assert mounts["/models"] == "model-cache" and mounts["/dev/shm"] == "shm" and mounts["/scratch"] == "scratch"
+    base_mounts = {m["mountPath"] for m in _by_name(spec["containers"])["base"]["volumeMounts"]}
+    assert "/airflow/xcom" in base_mounts
+
+
+def test_secret_env_is_a_secret_key_ref(rendered: Any) -> None:
+    _, _, manifest = rendered
+    base = _by_name(manifest["spec"]["containers"])["base"]
+    assert _env(base)["AWS_SECRET_ACCESS_KEY"] == {
+        "name": "AWS_SECRET_ACCESS_KEY",
+        "valueFrom": {"secretKeyRef": {"name": "llmops-s3", "key": "secret_access_key"}},
+    }
+    # Secrets never appear as literal values.
+    assert all("value" not in e for e in base["env"] if e["name"] == "AWS_SECRET_ACCESS_KEY")
+
+
+def test_templates_are_rendered_in_the_pod(rendered: Any) -> None:
+    hw, _, manifest = rendered
+    base = _by_name(manifest["spec"]["containers"])["base"]
+    vllm = _by_name(manifest["spec"]["initContainers"])["vllm"]
+    assert base["name"] == "base"
+    assert base["command"] == ["python", "-m", "llmops.jobs.evaluate"]
+    assert base["args"] == ["--model", "tiny-chat", "--evalset", "include/evalsets/synthetic_chat_v1.yaml"]
+    assert vllm["args"][0] == "/models/tiny-chat"
+    assert vllm["args"][vllm["args"].index("--served-model-name") + 1] == "tiny-chat"
+    assert "{{" not in str(manifest)
+    assert _env(base)["LLMOPS_HARDWARE_CONFIG_HASH"]["value"] == hw.config_hash
+
+
+# -- the operator ------------------------------------------------------------------------------
+
+
+def test_operator_contract(settings: settings_mod.Settings) -> None:
+    job = _serving_job(settings, "h100x2")
+    hw = load_hardware_class("h100x2", settings.hardware_configs_dir)
+    op = _operator(job, **pool_kwargs(hw))
+    assert "pod_job" in op.template_fields
+    assert op.do_xcom_push is True
+    assert op.pool == "gpu-h100" and op.pool_slots == 2
+    assert op.pod_job == job.to_dict()
+    # The pod stays Pending until vLLM's startup probe passes: the KPO must wait that long.
+    probe = job.sidecars[0].readiness_probe
+    assert probe is not None
+    assert op.startup_timeout_seconds >= IMAGE_PULL_MARGIN_S + probe.period_s * probe.failure_threshold
+
+
+def test_operator_kwargs_override_defaults(settings: settings_mod.Settings) -> None:
+    manifest = _render(_serving_job(settings, "cpu"), namespace="other", model_cache_claim="models-ro",
+                       labels={"team": "ml"})
+    assert manifest["metadata"]["namespace"] == "other"
+    assert manifest["metadata"]["labels"]["team"] == "ml"
+    assert _by_name(manifest["spec"]["volumes"])["model-cache"]["persistentVolumeClaim"]["claimName"] == "models-ro"
+
+
+def test_dry_run_without_context_keeps_templates(settings: settings_mod.Settings) -> None:
+    manifest = render_pod_manifest(_operator(_serving_job(settings, "cpu")))
+    kubernetes_validate.validate(manifest, "1.33", strict=True)
+    assert "{{ params.model }}" in _by_name(manifest["spec"]["containers"])["base"]["args"]
+
+
+def test_plain_job_without_sidecars(settings: settings_mod.Settings) -> None:
+    job = PodJob(name="parse-shard", main=Container(name="parse", image=settings.jobs_image,
+                                                     command=("python", "-m", "llmops.jobs.parse")),
+                 volumes=(Volume(name="scratch", mount_path="/scratch", kind="scratch", size_limit="10Gi"),))
+    manifest = _render(job)
+    kubernetes_validate.validate(manifest, "1.33", strict=True)
+    assert manifest["spec"]["initContainers"] == []
+    assert _by_name(manifest["spec"]["volumes"])["scratch"]["emptyDir"] == {"sizeLimit": "10Gi"}
+
+
+# -- refusals ----------------------------------------------------------------------------------
+
+
+def test_unpinned_vllm_image_is_refused(settings: settings_mod.Settings) -> None:
+    job = _serving_job(settings, "h100x1", vllm_image="docker.io/vllm/vllm-openai:v0.32.0")
+    with pytest.raises(UnpinnedImageError) as info:
+        _operator(job)
+    message = str(info.value)
+    assert "container 'vllm'" in message
+    assert "'docker.io/vllm/vllm-openai:v0.32.0'" in message
+    assert "LLMOPS_VLLM_IMAGE=docker.io/vllm/vllm-openai@sha256:" in message
+
+
+def test_unpinned_jobs_image_is_refused(settings: settings_mod.Settings) -> None:
+    job = _serving_job(settings, "cpu", jobs_image="ghcr.io/llmops-lifecycle/llmops-jobs:0.1.0")
+    with pytest.raises(UnpinnedImageError, match=r"container 'evaluate'.*llmops-jobs:0\.1\.0.*LLMOPS_JOBS_IMAGE"):
+        _operator(job)
+
+
+def test_default_settings_images_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LLMOPS_VLLM_IMAGE", raising=False)
+    monkeypatch.delenv("LLMOPS_JOBS_IMAGE", raising=False)
+    with pytest.raises(UnpinnedImageError, match="not pinned by digest"):
+        _operator(_serving_job(settings_mod.load(), "cpu"))
+
+
+def test_templated_image_is_checked_after_rendering(settings: settings_mod.Settings) -> None:
+    job = PodJob(name="templated", main=Container(name="job", image="{{ params.image }}", command=("true",)))
+    with DAG(dag_id="test_templated_image", params={"image": "ghcr.io/x/y:latest"}, schedule=None):
+        op = make_kubernetes_task(job, task_id="job")
+    with pytest.raises(UnpinnedImageError, match=r"container 'job'.*ghcr\.io/x/y:latest"):
+        render_pod_manifest(op, {"params": {"image": "ghcr.io/x/y:latest"}})
+
+
+def test_xcom_volume_name_is_reserved(settings: settings_mod.Settings) -> None:
+    job = PodJob(name="clash", main=Container(name="job", image=settings.jobs_image, command=("true",)),
+                 volumes=(Volume(name="xcom", mount_path="/data", kind="scratch"),))
+    with pytest.raises(PodJobError, match="reserved"):
+        _render(job)
+
+
+def test_rendered_job_is_validated_again(settings: settings_mod.Settings) -> None:
+    job = PodJob(name="bad-port", main=Container(name="job", image=settings.jobs_image, command=("true",)))
+    data = job.to_dict()
+    data["ports"] = {"PORT": "{{ params.port }}"}
+    with DAG(dag_id="test_bad_port", params={"port": "99999"}, schedule=None):
+        op = PodJobKubernetesOperator(task_id="job", pod_job=data)
+    with pytest.raises(PodJobError, match="PORT=99999"):
+        render_pod_manifest(op, {"params": {"port": "99999"}})
+
+
+# -- serving helpers ---------------------------------------------------------------------------
+
+
+def test_vllm_sidecar_for_cpu(settings: settings_mod.Settings) -> None:
+    hw = load_hardware_class("cpu", settings.hardware_configs_dir)
+    sidecar = vllm_sidecar(hw, "/models/tiny-chat", "tiny-chat", settings.vllm_image)
+    assert sidecar.command == ("vllm", "serve")
+    assert sidecar.resources.gpus == 0
+    assert sidecar.readiness_probe is not None and sidecar.readiness_probe.path == "/health"
+    assert sidecar.readiness_probe.port_env == "VLLM_PORT"
+    assert sidecar.env["VLLM_CPU_KVCACHE_SPACE"] == "1"
+    assert sidecar.env["VLLM_CACHE_ROOT"].startswith("/scratch/")
+    assert "--enforce-eager" in sidecar.args
+
+
+def test_serving_job_round_trips_through_its_dict(settings: settings_mod.Settings) -> None:
+    job = _serving_job(settings, "b200x4")
+    assert PodJob.from_dict(job.to_dict()) == job
+    assert job.scheduling.hardware_class == "b200x4"
+    assert [c.name for c in job.containers] == ["vllm", "evaluate"]
