@@ -45,7 +45,7 @@ def test_embedded_platform_fills_every_placeholder(tmp_path: Path) -> None:
 
 def test_a_missing_placeholder_value_is_named() -> None:
     with pytest.raises(AirflowSettingsError, match=r"connection llmops_mlflow uses \$\{LLMOPS_MLFLOW_TRACKING_URI\}"):
-        SETTINGS_FILE.env({"LLMOPS_S3_ENDPOINT_URL": "x", "LLMOPS_AWS_REGION": "y", "LLMOPS_LAUNCHER": "local"})
+        SETTINGS_FILE.env({"LLMOPS_S3_ENDPOINT_URL": "x", "LLMOPS_AWS_REGION": "y"})
 
 
 def test_no_credentials_in_the_file() -> None:

@@ -82,7 +82,6 @@ class EmbeddedPlatform:
             "LLMOPS_S3_ENDPOINT_URL": self.endpoints.s3_url,
             "LLMOPS_MLFLOW_TRACKING_URI": self.endpoints.mlflow_url,
             "LLMOPS_AWS_REGION": REGION,
-            "LLMOPS_LAUNCHER": "local",
         }
 
     def s3_env(self) -> dict[str, str]:
