@@ -118,11 +118,17 @@ class Scheduling:
 
 @dataclass(frozen=True)
 class PodJob:
-    """A unit of heavy work: a main container, optional sidecars, shared ports and volumes."""
+    """A unit of heavy work: a main container, optional sidecars, shared ports and volumes.
+
+    ``init_containers`` run to completion, in order, before the sidecars start (e.g.
+    fetch the weights into the model cache and verify their digest); a failing one
+    fails the pod before anything is served.
+    """
 
     name: str
     main: Container
     sidecars: tuple[Container, ...] = ()
+    init_containers: tuple[Container, ...] = ()
     ports: dict[str, int] = field(default_factory=dict)
     volumes: tuple[Volume, ...] = ()
     scheduling: Scheduling = field(default_factory=Scheduling)
@@ -131,8 +137,8 @@ class PodJob:
 
     @property
     def containers(self) -> tuple[Container, ...]:
-        """Sidecars first (they start first), then the main container."""
-        return (*self.sidecars, self.main)
+        """In start order: init containers, sidecars, then the main container."""
+        return (*self.init_containers, *self.sidecars, self.main)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-able form operators carry as a templated field."""
@@ -146,6 +152,7 @@ class PodJob:
                 name=data["name"],
                 main=_container_from_dict(data["main"]),
                 sidecars=tuple(_container_from_dict(c) for c in data.get("sidecars", ())),
+                init_containers=tuple(_container_from_dict(c) for c in data.get("init_containers", ())),
                 ports={k: int(v) for k, v in data.get("ports", {}).items()},
                 volumes=tuple(Volume(**v) for v in data.get("volumes", ())),
                 scheduling=_scheduling_from_dict(data.get("scheduling", {})),
@@ -180,6 +187,10 @@ class PodJob:
                     f"{where}: readiness_probe.port_env {container.readiness_probe.port_env!r} "
                     f"is not one of the pod's ports {sorted(self.ports)}"
                 )
+        for container in self.init_containers:
+            if container.readiness_probe is not None:
+                raise PodJobError(f"pod job {self.name!r}, init container {container.name!r}: an init container "
+                                  f"runs to completion and cannot have a readiness probe")
         for port_name, port in self.ports.items():
             if not _ENV_NAME.match(port_name) or not 1 <= port <= 65535:
                 raise PodJobError(f"pod job {self.name!r}: port {port_name}={port} is not a valid env name/port")

@@ -329,3 +329,22 @@ def test_serving_job_round_trips_through_its_dict(settings: settings_mod.Setting
     assert PodJob.from_dict(job.to_dict()) == job
     assert job.scheduling.hardware_class == "b200x4"
     assert [c.name for c in job.containers] == ["vllm", "evaluate"]
+
+
+def test_init_containers_run_first_then_native_sidecars(settings: settings_mod.Settings) -> None:
+    from dataclasses import replace
+
+    fetch = Container(name="fetch-weights", image=JOBS_IMAGE, command=("python", "-m", "llmops.jobs.fetch"),
+                      args=("--dest", "/models/{{ params.model }}"))
+    job = replace(_serving_job(settings, "h100x1"), init_containers=(fetch,))
+    manifest = _render(job)
+    kubernetes_validate.validate(manifest, "1.33", strict=True)
+    init = manifest["spec"]["initContainers"]
+    assert [c["name"] for c in init] == ["fetch-weights", "vllm"]
+    assert "restartPolicy" not in init[0] and init[1]["restartPolicy"] == "Always"
+    assert init[0]["args"] == ["--dest", "/models/tiny-chat"]
+    assert init[0]["securityContext"]["runAsNonRoot"] is True
+    assert {m["mountPath"] for m in init[0]["volumeMounts"]} >= {"/models"}
+    unpinned = replace(job, init_containers=(replace(fetch, image="ghcr.io/x/fetch:latest"),))
+    with pytest.raises(UnpinnedImageError, match="fetch-weights"):
+        _render(unpinned)

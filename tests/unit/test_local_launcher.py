@@ -145,3 +145,22 @@ def test_env_reference_expansion_matches_kubernetes() -> None:
     assert expand_env_refs("$(MISSING)", env) == "$(MISSING)"
     assert expand_env_refs("$$(A)", env) == "$(A)"
     assert expand_env_refs("cost $$5", env) == "cost $5"
+
+
+def test_init_containers_run_to_completion_before_sidecars(runner: LocalPodRunner, tmp_path: Path) -> None:
+    base = make_job(tmp_path)
+    marker = "/scratch/init-done"
+    init = Container(name="fetch", image=JOBS_IMAGE,
+                     command=("python", "-c", "import sys; open(sys.argv[1], 'w').write('ok')", marker))
+    job = PodJob(name=base.name, main=base.main, sidecars=base.sidecars, init_containers=(init,), ports=base.ports,
+                 volumes=base.volumes)
+    runner.run(job, tmp_path / "pod")
+    assert (tmp_path / "pod" / "volumes" / "scratch" / "init-done").read_text() == "ok"
+
+    failing = Container(name="verify", image=JOBS_IMAGE, command=("python", "-c", "print('digest mismatch'); exit(9)"))
+    job = PodJob(name=base.name, main=base.main, sidecars=base.sidecars, init_containers=(init, failing),
+                 ports=base.ports, volumes=base.volumes)
+    (tmp_path / "sidecar.pid").unlink()
+    with pytest.raises(PodFailed, match=r"init container 'verify' exited with code 9[^$]*digest mismatch"):
+        runner.run(job, tmp_path / "pod")
+    assert not (tmp_path / "sidecar.pid").exists(), "the sidecar must not start after a failed init container"

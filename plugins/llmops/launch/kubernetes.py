@@ -92,7 +92,7 @@ def refuse_unpinned_images(job: Mapping[str, Any], image_settings: Mapping[str, 
     chooses it (``LLMOPS_VLLM_IMAGE``...). ``skip_templated`` leaves images that hold Jinja
     for the check after rendering.
     """
-    for container in (*job.get("sidecars", ()), job["main"]):
+    for container in (*job.get("init_containers", ()), *job.get("sidecars", ()), job["main"]):
         image = str(container.get("image", ""))
         if is_pinned_by_digest(image) or (skip_templated and "{{" in image):
             continue
@@ -188,7 +188,11 @@ class PodJobKubernetesOperator(KubernetesPodOperator):
         self.ports = _container_ports(job.main, job.ports)
         self.volumes = volumes
         self.volume_mounts = mounts
-        self.init_containers = [_native_sidecar(c, job.ports, mounts) for c in job.sidecars]
+        # Plain init containers run to completion first, in order; native sidecars start after them.
+        self.init_containers = [
+            *(_init_container(c, job.ports, mounts) for c in job.init_containers),
+            *(_native_sidecar(c, job.ports, mounts) for c in job.sidecars),
+        ]
         self.node_selector = dict(job.scheduling.node_selector)
         self.tolerations = [
             k8s.V1Toleration(key=t.key, operator=t.operator, value=t.value, effect=t.effect)
@@ -264,6 +268,21 @@ def _native_sidecar(container: Container, ports: Mapping[str, int],
         restart_policy="Always",
         startup_probe=_http_probe(probe, port, startup=True) if probe and port else None,
         readiness_probe=_http_probe(probe, port, startup=False) if probe and port else None,
+        security_context=container_security_context(),
+        termination_message_policy="FallbackToLogsOnError",
+    )
+
+
+def _init_container(container: Container, ports: Mapping[str, int],
+                    mounts: list[k8s.V1VolumeMount]) -> k8s.V1Container:
+    return k8s.V1Container(
+        name=container.name,
+        image=container.image,
+        command=list(container.command),
+        args=list(container.args),
+        env=_env(container, ports),
+        resources=_resources(container.resources),
+        volume_mounts=list(mounts),
         security_context=container_security_context(),
         termination_message_policy="FallbackToLogsOnError",
     )

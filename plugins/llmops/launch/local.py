@@ -7,8 +7,9 @@ What a kubelet would do for the pod, done with processes on this machine:
    (``/airflow/xcom``) to a fresh folder of this pod;
 3. env is built per container (``$(VAR)`` expanded as the kubelet does, secrets
    read from the local secrets folder that stands in for Kubernetes Secrets);
-4. sidecars start first and the main container starts only once each sidecar's
-   probe answers (the native-sidecar startup probe);
+4. init containers run to completion, in order; then sidecars start, and the main
+   container starts only once each sidecar's probe answers (the native-sidecar
+   startup probe);
 5. the main container runs to completion under the pod's deadline, its logs and
    the sidecars' streamed to the task log;
 6. sidecars are stopped (SIGTERM, grace period, SIGKILL) whatever happened;
@@ -147,6 +148,8 @@ class LocalPodRunner:
         deadline = time.monotonic() + job.timeout_s
         sidecars: list[_Process] = []
         try:
+            for container in job.init_containers:
+                self._run_init(container, job, ports, mounts, workdir, deadline)
             for container in job.sidecars:
                 proc = self._start(container, job, ports, mounts, workdir)
                 sidecars.append(proc)
@@ -260,6 +263,19 @@ class LocalPodRunner:
         proc = _Process(container, argv, env, PROJECT_ROOT, self.log)
         self._live.append(proc)
         return proc
+
+    def _run_init(self, container: Container, job: PodJob, ports: dict[str, int], mounts: dict[str, Path],
+                  workdir: Path, deadline: float) -> None:
+        proc = self._start(container, job, ports, mounts, workdir)
+        try:
+            code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.stop(SIDECAR_STOP_GRACE_S)
+            raise PodFailed(f"pod job {job.name!r}: init container {container.name!r} exceeded the pod's "
+                            f"deadline of {job.timeout_s}s") from None
+        if code != 0:
+            raise PodFailed(f"pod job {job.name!r}: init container {container.name!r} exited with code {code}; "
+                            f"last lines:\n{proc.tail_text()}", exit_code=code)
 
     def _await_ready(self, proc: _Process, container: Container, ports: dict[str, int],
                      deadline: float) -> None:
