@@ -1,0 +1,423 @@
+"""The qualify gate: paired-bootstrap eval gate, formatting check and latency gate, on seeded synthetic scores."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+
+import pytest
+
+from llmops.evals.evalset import CategoryConfig
+from llmops.evals.scoring import ItemResult
+from llmops.gates import (
+    GateInputError,
+    GateOptions,
+    GateVerdict,
+    ItemScore,
+    LatencyMeasurement,
+    ModelScores,
+    check_comparable,
+    eval_gate,
+    formatting_flags,
+    latency_gate,
+    qualify,
+)
+from llmops.hardware import SloSpec
+
+REV = "3f2a9c0d1e4b5a69"
+SLO = SloSpec(ttft_p99_ms=500.0, tpot_p99_ms=50.0)
+GOOD_LATENCY = LatencyMeasurement("h100x1", ttft_p99_ms=200.0, tpot_p99_ms=20.0)
+CONFIG = {"arithmetic": CategoryConfig(min_score=0.5), "json": CategoryConfig(min_score=0.6)}
+
+
+def model(categories: dict[str, list[float]], *, revision: str = REV, tokenizer: str | None = "tok-1",
+          template: str | None = "tpl-1") -> ModelScores:
+    """Per-item scores with ids '<category>-<index>' (the same ids for candidate and champion)."""
+    items = tuple(ItemScore(f"{cat}-{i:04d}", cat, score) for cat, scores in categories.items()
+                  for i, score in enumerate(scores))
+    return ModelScores(revision, items, tokenizer_hash=tokenizer, chat_template_hash=template)
+
+
+def bernoulli(n: int, p: float, seed: int) -> list[float]:
+    rng = random.Random(seed)
+    return [1.0 if rng.random() < p else 0.0 for _ in range(n)]
+
+
+def flip_to_zero(scores: list[float], count: int, seed: int) -> list[float]:
+    """Lose ``count`` items the model used to get right: a real, paired regression."""
+    out = list(scores)
+    right = [i for i, s in enumerate(out) if s == 1.0]
+    for i in random.Random(seed).sample(right, count):
+        out[i] = 0.0
+    return out
+
+
+def gate(candidate: ModelScores, champion: ModelScores | None, config: dict[str, CategoryConfig] | None = None,
+         *, candidate_latency: LatencyMeasurement = GOOD_LATENCY,
+         champion_latency: LatencyMeasurement | None = GOOD_LATENCY, **options: object) -> GateVerdict:
+    return qualify(candidate, champion, CONFIG if config is None else config, candidate_latency,
+                   champion_latency if champion is not None else None, SLO, GateOptions(**options))  # type: ignore[arg-type]
+
+
+def row(verdict: GateVerdict, category: str):
+    return next(r for r in verdict.categories if r.category == category)
+
+
+# --- eval gate vs a champion ------------------------------------------------------------------------------------
+
+def test_identical_scores_pass_with_zero_delta() -> None:
+    champ = {"arithmetic": bernoulli(200, 0.8, 1), "json": bernoulli(200, 0.9, 2)}
+    verdict = gate(model(champ), model(champ))
+    assert verdict.passed
+    assert all(r.delta == 0 and r.ci_low == 0 and r.ci_high == 0 for r in verdict.categories)
+    assert verdict.reasons[-1].startswith("passed:")
+
+
+def test_drop_exactly_at_max_drop_passes_and_just_above_fails() -> None:
+    # Constant per-item differences make the CI a point, so only the threshold decides.
+    # 0.78 - 0.80 is -0.020000000000000018 in floats: the boundary must still pass.
+    champ = model({"arithmetic": [0.80] * 50, "json": [1.0] * 50})
+    at = gate(model({"arithmetic": [0.78] * 50, "json": [1.0] * 50}), champ)
+    assert at.passed, at.reasons
+    assert row(at, "arithmetic").delta == pytest.approx(-0.02)
+    above = gate(model({"arithmetic": [0.7799] * 50, "json": [1.0] * 50}), champ)
+    assert not above.passed
+    assert above.failed_categories == ["arithmetic"]
+
+
+def test_drop_above_threshold_but_inside_ci_passes() -> None:
+    # 20 noisy items: 3 lost, 2 gained -> mean drop 0.05 (> 0.02) but the paired CI includes 0.
+    champ = [1.0] * 10 + [0.0] * 10
+    cand = [0.0, 0.0, 0.0] + [1.0] * 7 + [1.0, 1.0] + [0.0] * 8
+    verdict = gate(model({"arithmetic": cand, "json": [1.0] * 20}), model({"arithmetic": champ, "json": [1.0] * 20}))
+    r = row(verdict, "arithmetic")
+    assert r.delta == pytest.approx(-0.05)
+    assert r.ci_low < 0 < r.ci_high
+    assert r.passed and verdict.passed
+    assert "not significant" in r.reason
+
+
+def test_drop_outside_ci_and_above_threshold_fails_naming_the_category_and_amount() -> None:
+    base = bernoulli(400, 0.8, seed=7)
+    cand = flip_to_zero(base, 20, seed=8)  # 20 of 400 items lost: a 0.05 drop, every pair moves the same way
+    json_scores = bernoulli(400, 0.9, seed=9)
+    verdict = gate(model({"arithmetic": cand, "json": json_scores}),
+                   model({"arithmetic": base, "json": json_scores}))
+    r = row(verdict, "arithmetic")
+    assert not verdict.passed
+    assert r.delta == pytest.approx(-0.05)
+    assert r.ci_high < 0 and not r.passed
+    assert verdict.failed_categories == ["arithmetic"]
+    assert any("'arithmetic' dropped by 0.0500" in reason and "max_drop 0.0200" in reason
+               for reason in verdict.reasons)
+    assert row(verdict, "json").passed
+
+
+def test_significant_drop_within_a_larger_configured_max_drop_passes() -> None:
+    base = bernoulli(400, 0.8, seed=7)
+    cand = flip_to_zero(base, 20, seed=8)
+    config = {"arithmetic": CategoryConfig(max_drop=0.06)}
+    verdict = gate(model({"arithmetic": cand}), model({"arithmetic": base}), config)
+    r = row(verdict, "arithmetic")
+    assert r.ci_high < 0  # significant, yet allowed by this category's threshold
+    assert r.passed and r.threshold == 0.06 and r.rule == "max_drop"
+
+
+def test_improvement_passes_with_positive_delta() -> None:
+    base = bernoulli(300, 0.6, seed=3)
+    better = [1.0 if s == 0.0 and i % 2 == 0 else s for i, s in enumerate(base)]
+    verdict = gate(model({"arithmetic": better, "json": [1.0] * 10}), model({"arithmetic": base, "json": [1.0] * 10}))
+    r = row(verdict, "arithmetic")
+    assert verdict.passed
+    assert r.delta > 0 and r.ci_low > 0
+    assert "no drop" in r.reason
+
+
+def test_every_failing_category_is_named() -> None:
+    base = {"arithmetic": [1.0] * 100, "json": [1.0] * 100}
+    cand = {"arithmetic": [0.0] * 10 + [1.0] * 90, "json": [0.0] * 30 + [1.0] * 70}
+    verdict = gate(model(cand), model(base))
+    assert verdict.failed_categories == ["arithmetic", "json"]
+    text = " ".join(verdict.reasons)
+    assert "'arithmetic' dropped by 0.1000" in text and "'json' dropped by 0.3000" in text
+
+
+def test_bootstrap_is_seeded_and_independent_of_item_order() -> None:
+    base = bernoulli(150, 0.7, seed=11)
+    cand = flip_to_zero(base, 10, seed=12)
+    champ, candidate = model({"arithmetic": base}), model({"arithmetic": cand})
+    shuffled = dataclasses.replace(candidate, items=tuple(random.Random(5).sample(candidate.items,
+                                                                                   len(candidate.items))))
+    config = {"arithmetic": CategoryConfig()}
+    first = eval_gate(candidate, champ, config, GateOptions(seed=1))
+    assert first == eval_gate(shuffled, champ, config, GateOptions(seed=1))
+    other_seed = eval_gate(candidate, champ, config, GateOptions(seed=2))
+    assert other_seed[0].delta == first[0].delta
+
+
+def test_wider_confidence_gives_a_wider_interval() -> None:
+    base = bernoulli(100, 0.7, seed=21)
+    cand = flip_to_zero(base, 5, seed=22)
+    config = {"arithmetic": CategoryConfig()}
+    narrow = eval_gate(model({"arithmetic": cand}), model({"arithmetic": base}), config, GateOptions(confidence=0.8))
+    wide = eval_gate(model({"arithmetic": cand}), model({"arithmetic": base}), config, GateOptions(confidence=0.99))
+    assert wide[0].ci_low <= narrow[0].ci_low and wide[0].ci_high >= narrow[0].ci_high
+
+
+def test_item_results_from_the_eval_job_are_accepted() -> None:
+    def result(item_id: str, category: str, score: float) -> ItemResult:
+        return ItemResult(id=item_id, category=category, reference="r", prediction="p", score=score,
+                          latency_s=0.1, error=None)
+
+    cand = ModelScores.from_items(REV, [result("a", "json", 1.0), result("b", "json", 0.0)], tokenizer_hash="t")
+    assert cand.by_category() == {"json": {"a": 1.0, "b": 0.0}}
+    assert cand.tokenizer_hash == "t" and cand.chat_template_hash is None
+
+
+# --- refused inputs -----------------------------------------------------------------------------------------------
+
+def test_mismatched_revisions_are_refused() -> None:
+    with pytest.raises(GateInputError, match="revision mismatch.*'rev-a'.*'rev-b'"):
+        gate(model({"json": [1.0]}, revision="rev-a"), model({"json": [1.0]}, revision="rev-b"))
+
+
+def test_mismatched_item_sets_are_refused_naming_the_items() -> None:
+    champ = model({"json": [1.0, 1.0, 1.0]})
+    cand = model({"json": [1.0, 1.0]})
+    with pytest.raises(GateInputError, match=r"item set mismatch.*0 item\(s\) only in the candidate.*json-0002"):
+        check_comparable(cand, champ)
+    with pytest.raises(GateInputError, match="item set mismatch"):
+        gate(cand, champ)
+
+
+def test_item_moved_to_another_category_is_refused() -> None:
+    champ = ModelScores(REV, (ItemScore("x", "json", 1.0),))
+    cand = ModelScores(REV, (ItemScore("x", "arithmetic", 1.0),))
+    with pytest.raises(GateInputError, match="category mismatch.*x"):
+        check_comparable(cand, champ)
+
+
+@pytest.mark.parametrize(("items", "match"), [
+    ((ItemScore("a", "json", 1.0), ItemScore("a", "json", 0.0)), "'a' appears twice"),
+    ((ItemScore("a", "json", float("nan")),), "finite"),
+    ((ItemScore("a", "", 1.0),), "empty category"),
+])
+def test_bad_scores_are_refused(items: tuple[ItemScore, ...], match: str) -> None:
+    with pytest.raises(GateInputError, match=match):
+        ModelScores(REV, items)
+
+
+def test_empty_revision_is_refused() -> None:
+    with pytest.raises(GateInputError, match="revision"):
+        ModelScores("", ())
+
+
+@pytest.mark.parametrize(("options", "match"), [
+    ({"confidence": 1.0}, "confidence"), ({"resamples": 0}, "resamples"),
+    ({"latency_tolerance": -0.1}, "latency_tolerance"), ({"formatting_category": ""}, "formatting_category"),
+])
+def test_bad_options_are_refused(options: dict[str, object], match: str) -> None:
+    with pytest.raises(GateInputError, match=match):
+        GateOptions(**options)  # type: ignore[arg-type]
+
+
+# --- missing and unconfigured categories ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("with_champion", [True, False])
+def test_category_in_config_without_scores_fails(with_champion: bool) -> None:
+    scores = {"arithmetic": [1.0] * 10, "json": [1.0] * 10}
+    config = {**CONFIG, "reasoning": CategoryConfig(min_score=0.3)}
+    verdict = gate(model(scores), model(scores) if with_champion else None, config)
+    r = row(verdict, "reasoning")
+    assert not verdict.passed and not r.passed and r.n == 0 and r.candidate_mean is None
+    assert "category 'reasoning' is in the gate config but has no scored items" in verdict.reasons
+
+
+def test_scored_category_missing_from_config_is_gated_with_defaults() -> None:
+    champ = model({"json": [1.0] * 50, "extra": [1.0] * 50})
+    cand = model({"json": [1.0] * 50, "extra": [0.0] * 10 + [1.0] * 40})
+    verdict = gate(cand, champ, {"json": CategoryConfig()})
+    r = row(verdict, "extra")
+    assert not r.passed and r.threshold == CategoryConfig().max_drop
+    assert "default thresholds" in r.reason
+
+
+# --- first model ever: absolute minimums --------------------------------------------------------------------------
+
+def test_first_model_uses_absolute_minimums() -> None:
+    verdict = gate(model({"arithmetic": [1.0] * 6 + [0.0] * 4, "json": [1.0] * 10}), None)
+    assert verdict.passed and not verdict.has_champion
+    r = row(verdict, "arithmetic")
+    assert r.rule == "min_score" and r.threshold == 0.5 and r.champion_mean is None and r.delta is None
+    assert r.ci_low <= r.candidate_mean <= r.ci_high
+
+
+def test_first_model_exactly_at_min_score_passes_and_below_fails_by_how_much() -> None:
+    at = gate(model({"arithmetic": [0.5] * 10, "json": [0.6] * 10}), None)
+    assert at.passed, at.reasons
+    below = gate(model({"arithmetic": [1.0] * 4 + [0.0] * 6, "json": [0.6] * 10}), None)
+    assert below.failed_categories == ["arithmetic"]
+    assert any("'arithmetic' scored 0.4000" in r and "below min_score 0.5000 by 0.1000" in r
+               for r in below.reasons)
+
+
+def test_first_model_is_never_flagged_for_formatting() -> None:
+    verdict = gate(model({"arithmetic": [1.0], "json": [1.0]}, tokenizer=None, template=None), None)
+    assert (verdict.tokenizer_changed, verdict.chat_template_changed) == (False, False)
+
+
+# --- tokenizer / chat-template change --------------------------------------------------------------------------
+
+def test_tokenizer_change_is_flagged_and_passes_when_formatting_category_passes() -> None:
+    scores = {"arithmetic": [1.0] * 20, "json": [1.0] * 20}
+    verdict = gate(model(scores, tokenizer="tok-2"), model(scores))
+    assert verdict.passed
+    assert verdict.tokenizer_changed and not verdict.chat_template_changed
+    assert any("tokenizer changed vs the champion" in r and "'json' passed" in r for r in verdict.reasons)
+
+
+def test_chat_template_change_requires_the_formatting_category_to_pass() -> None:
+    champ = {"arithmetic": [1.0] * 100, "json": [1.0] * 100}
+    cand = {"arithmetic": [1.0] * 100, "json": [0.0] * 10 + [1.0] * 90}
+    verdict = gate(model(cand, template="tpl-2"), model(champ))
+    assert not verdict.passed and verdict.chat_template_changed
+    assert any("chat template changed" in r and "'json' must pass and failed" in r for r in verdict.reasons)
+
+
+def test_tokenizer_change_fails_when_formatting_category_is_absent() -> None:
+    scores = {"arithmetic": [1.0] * 20}
+    config = {"arithmetic": CategoryConfig()}
+    unchanged = gate(model(scores), model(scores), config)
+    assert unchanged.passed  # no formatting category needed when nothing changed
+    changed = gate(model(scores, tokenizer="tok-2"), model(scores), config)
+    assert not changed.passed
+    assert all(r.passed for r in changed.categories)
+    assert any("'json' must be scored and pass, but it has no scored items" in r for r in changed.reasons)
+
+
+def test_formatting_category_name_is_configurable() -> None:
+    scores = {"arithmetic": [1.0] * 20, "structured": [1.0] * 20}
+    config = {"arithmetic": CategoryConfig(), "structured": CategoryConfig()}
+    assert not gate(model(scores, tokenizer="tok-2"), model(scores), config).passed
+    verdict = gate(model(scores, tokenizer="tok-2"), model(scores), config, formatting_category="structured")
+    assert verdict.passed and verdict.formatting_category == "structured"
+
+
+def test_unknown_hash_counts_as_changed() -> None:
+    scores = {"json": [1.0]}
+    assert formatting_flags(model(scores, tokenizer=None), model(scores)) == (True, False)
+    assert formatting_flags(model(scores), model(scores, template=None)) == (False, True)
+    assert formatting_flags(model(scores), model(scores)) == (False, False)
+    assert formatting_flags(model(scores), None) == (False, False)
+
+
+# --- latency gate -----------------------------------------------------------------------------------------------
+
+def test_latency_within_slo_and_tolerance_passes() -> None:
+    rows = latency_gate(LatencyMeasurement("h100x1", 210.0, 21.0), GOOD_LATENCY, SLO)
+    assert [r.metric for r in rows] == ["ttft_p99_ms", "tpot_p99_ms"]
+    assert all(r.passed for r in rows)
+    assert rows[0].ratio == pytest.approx(1.05) and rows[0].max_ratio == pytest.approx(1.1)
+
+
+def test_latency_slo_breach_fails_even_when_the_champion_is_as_slow() -> None:
+    slow = LatencyMeasurement("h100x1", ttft_p99_ms=600.0, tpot_p99_ms=20.0)
+    rows = latency_gate(slow, slow, SLO)
+    assert not rows[0].passed and rows[1].passed
+    assert "breaks the SLO 500.0 ms by 100.0 ms" in rows[0].reason
+
+
+def test_latency_exactly_at_slo_passes() -> None:
+    rows = latency_gate(LatencyMeasurement("h100x1", 500.0, 50.0), None, SLO)
+    assert all(r.passed for r in rows)
+
+
+def test_relative_latency_regression_fails_and_boundary_passes() -> None:
+    at_limit = latency_gate(LatencyMeasurement("h100x1", 220.0, 22.0), GOOD_LATENCY, SLO)
+    assert all(r.passed for r in at_limit)  # exactly 10% worse is allowed
+    worse = latency_gate(LatencyMeasurement("h100x1", 200.0, 22.2), GOOD_LATENCY, SLO)
+    assert worse[0].passed and not worse[1].passed
+    assert "tpot_p99_ms 22.2 ms is 11.0% worse than the champion's 20.0 ms (limit 10%)" in worse[1].reason
+
+
+def test_latency_tolerance_is_configurable() -> None:
+    rows = latency_gate(LatencyMeasurement("h100x1", 240.0, 20.0), GOOD_LATENCY, SLO, tolerance=0.25)
+    assert all(r.passed for r in rows)
+
+
+def test_latency_without_champion_checks_the_slo_only() -> None:
+    rows = latency_gate(LatencyMeasurement("h100x1", 450.0, 45.0), None, SLO)
+    assert all(r.passed and r.ratio is None for r in rows)
+    assert "no champion measurement" in rows[0].reason
+
+
+def test_latency_on_another_hardware_class_is_refused() -> None:
+    with pytest.raises(GateInputError, match="hardware class mismatch"):
+        latency_gate(GOOD_LATENCY, LatencyMeasurement("h200x1", 100.0, 10.0), SLO)
+
+
+@pytest.mark.parametrize("value", [0.0, -1.0, float("inf")])
+def test_bad_latency_is_refused(value: float) -> None:
+    with pytest.raises(GateInputError, match="ttft_p99_ms"):
+        LatencyMeasurement("h100x1", value, 10.0)
+
+
+def test_latency_failure_fails_the_verdict_with_good_scores() -> None:
+    scores = {"arithmetic": [1.0] * 10, "json": [1.0] * 10}
+    verdict = gate(model(scores), model(scores),
+                   candidate_latency=LatencyMeasurement("h100x1", ttft_p99_ms=230.0, tpot_p99_ms=20.0))
+    assert not verdict.passed and verdict.failed_categories == []
+    assert verdict.reasons == (verdict.latency[0].reason,)
+    assert "ttft_p99_ms" in verdict.reasons[0]
+
+
+def test_champion_never_benchmarked_on_this_class_uses_slo_only() -> None:
+    scores = {"arithmetic": [1.0] * 10, "json": [1.0] * 10}
+    verdict = qualify(model(scores), model(scores), CONFIG, LatencyMeasurement("h100x1", 450.0, 45.0), None, SLO)
+    assert verdict.passed and verdict.has_champion
+    assert all(r.champion_ms is None for r in verdict.latency)
+
+
+# --- the verdict as data --------------------------------------------------------------------------------------------
+
+def test_verdict_is_frozen_and_json_able() -> None:
+    base = bernoulli(100, 0.8, seed=31)
+    verdict = gate(model({"arithmetic": flip_to_zero(base, 10, seed=32), "json": [1.0] * 100}, tokenizer="tok-2"),
+                   model({"arithmetic": base, "json": [1.0] * 100}))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        verdict.passed = True  # type: ignore[misc]
+    data = json.loads(json.dumps(verdict.to_dict(), allow_nan=False))
+    assert data["passed"] is False and data["tokenizer_changed"] is True
+    assert data["failed_categories"] == ["arithmetic"]
+    assert data["eval_set_revision"] == REV and data["hardware_class"] == "h100x1"
+    assert {c["category"] for c in data["categories"]} == {"arithmetic", "json"}
+    assert set(data["categories"][0]) == {"category", "n", "candidate_mean", "champion_mean", "delta", "ci_low",
+                                          "ci_high", "threshold", "rule", "passed", "reason"}
+    assert [r["metric"] for r in data["latency"]] == ["ttft_p99_ms", "tpot_p99_ms"]
+    assert data["reasons"] == list(verdict.reasons)
+
+
+def test_first_model_verdict_is_json_able_with_empty_fields() -> None:
+    verdict = gate(model({"arithmetic": [1.0], "json": [1.0]}), None, {**CONFIG, "missing": CategoryConfig()})
+    data = json.loads(json.dumps(verdict.to_dict(), allow_nan=False))
+    assert data["has_champion"] is False
+    assert next(c for c in data["categories"] if c["category"] == "missing")["candidate_mean"] is None
+
+
+def test_markdown_has_a_row_per_category_and_metric_and_the_reasons() -> None:
+    base = {"arithmetic": [1.0] * 100, "json": [1.0] * 100}
+    verdict = gate(model({"arithmetic": [0.0] * 10 + [1.0] * 90, "json": [1.0] * 100}), model(base))
+    text = verdict.to_markdown()
+    assert text.startswith("## Qualify gate: FAILED")
+    assert "| category | n | candidate | champion | delta | 95% CI | rule | result |" in text
+    assert "| arithmetic | 100 | 0.9000 | 1.0000 | -0.1000 |" in text and "**FAIL**" in text
+    assert "| json | 100 | 1.0000 | 1.0000 | +0.0000 |" in text
+    assert "| ttft_p99_ms | 200.0 | 200.0 | 500.0 | 1.0000 |" in text
+    assert "- category 'arithmetic' dropped by 0.1000" in text
+
+
+def test_markdown_of_a_first_model() -> None:
+    text = gate(model({"arithmetic": [1.0], "json": [1.0]}), None).to_markdown()
+    assert text.startswith("## Qualify gate: PASSED")
+    assert "first model: absolute minimums" in text and "| >= 0.500 |" in text
