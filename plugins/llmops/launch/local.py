@@ -32,6 +32,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import urllib.error
@@ -129,6 +130,7 @@ class LocalPodRunner:
         self.log = log or logging.getLogger(__name__)
         self._live: list[_Process] = []
         self._killed = False
+        self._tmp_root = Path(tempfile.gettempdir())
 
     def kill(self) -> None:
         """Stop every container of the running pod (the task was killed or timed out)."""
@@ -145,6 +147,9 @@ class LocalPodRunner:
         workdir.mkdir(parents=True)
         ports = {name: _free_port() for name in job.ports}
         mounts = self._mounts(job, workdir)
+        # TMPDIR is kept short and outside the work folder: vLLM binds ZeroMQ IPC sockets
+        # under it, and a Unix socket path may not exceed 107 bytes.
+        self._tmp_root = Path(tempfile.mkdtemp(prefix="llmops-pod-"))
         deadline = time.monotonic() + job.timeout_s
         sidecars: list[_Process] = []
         try:
@@ -171,6 +176,7 @@ class LocalPodRunner:
         finally:
             for sidecar in reversed(sidecars):
                 sidecar.stop(SIDECAR_STOP_GRACE_S)
+            shutil.rmtree(self._tmp_root, ignore_errors=True)
         if exit_code != 0:
             raise PodFailed(
                 f"pod job {job.name!r}: container {job.main.name!r} exited with code {exit_code}; "
@@ -212,7 +218,7 @@ class LocalPodRunner:
 
     def _env(self, container: Container, ports: dict[str, int], mounts: dict[str, Path],
              workdir: Path, runtime: Path) -> dict[str, str]:
-        tmp = workdir / "tmp" / container.name
+        tmp = self._tmp_root / container.name
         tmp.mkdir(parents=True, exist_ok=True)
         # A container sees only what its spec gives it, plus what an image provides
         # (PATH, HOME) and the mapping of this launcher (result folder, package path).
