@@ -20,6 +20,7 @@ from pathlib import Path
 from llmops import tracking
 from llmops.evals import client
 from llmops.evals.evalset import EvalSet, load_evalset
+from llmops.evals.latency import measure_latency
 from llmops.evals.scoring import ItemResult, category_scores, results_as_rows, score_items
 from llmops.evals.stats import ScoreEstimate
 from llmops.jobs.common import optional_env, setup_logging, write_result
@@ -39,6 +40,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--limit-per-category", type=int, default=0, help="0 = every item")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--latency-requests", type=int, default=0,
+                        help="also stream this many requests and record TTFT/TPOT percentiles (latency gate)")
+    parser.add_argument("--latency-concurrency", type=int, default=4)
     parser.add_argument("--min-overall", type=float, default=None,
                         help="fail the job (exit 3) when the overall score is below this")
     parser.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE",
@@ -62,13 +66,19 @@ def main(argv: list[str] | None = None) -> int:
                                    concurrency=args.concurrency, max_tokens=args.max_tokens)
     duration = time.monotonic() - started
     results = score_items(evalset.items, completions)
+    latency: dict[str, float] = {}
+    if args.latency_requests:
+        prompts = [evalset.items[i % len(evalset.items)].messages for i in range(args.latency_requests)]
+        latency = measure_latency(base_url, args.model, prompts, concurrency=args.latency_concurrency)
+        log.info("latency over %d streamed requests: %s", args.latency_requests,
+                 {k: round(v, 2) for k, v in latency.items()})
     scores = category_scores(results)
     errors = sum(1 for r in results if r.error)
     for category, est in scores.items():
         log.info("%-12s %.3f [%.3f, %.3f] n=%d", category, est.mean, est.ci_low, est.ci_high, est.n)
 
     tags = dict(t.split("=", 1) for t in args.tag)
-    run_id, experiment_id = _log_to_mlflow(args, evalset, scores, results, tags, duration, errors)
+    run_id, experiment_id = _log_to_mlflow(args, evalset, scores, results, tags, duration, errors, latency)
     result = {
         "mlflow_run_id": run_id,
         "mlflow_experiment_id": experiment_id,
@@ -80,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         "duration_s": round(duration, 3),
         "scores": {c: {"mean": e.mean, "ci_low": e.ci_low, "ci_high": e.ci_high, "n": e.n}
                    for c, e in scores.items()},
+        "latency": latency,
     }
     write_result(result)
     if args.min_overall is not None and scores["overall"].mean < args.min_overall:
@@ -90,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _log_to_mlflow(args: argparse.Namespace, evalset: EvalSet, scores: dict[str, ScoreEstimate],
                    results: list[ItemResult], tags: dict[str, str], duration: float,
-                   errors: int) -> tuple[str | None, str | None]:
+                   errors: int, latency: dict[str, float]) -> tuple[str | None, str | None]:
     tracking_uri = optional_env("MLFLOW_TRACKING_URI")
     if tracking_uri is None:
         log.warning("MLFLOW_TRACKING_URI is not set: results are not recorded in MLflow")
@@ -105,7 +116,7 @@ def _log_to_mlflow(args: argparse.Namespace, evalset: EvalSet, scores: dict[str,
                            "items": len(results), "limit_per_category": args.limit_per_category,
                            "max_tokens": args.max_tokens})
         mlflow.log_metrics({**tracking.eval_metrics(scores), "eval/errors": float(errors),
-                            "eval/duration_s": duration})
+                            "eval/duration_s": duration, **{f"latency/{k}": v for k, v in latency.items()}})
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "eval_results.json"
             path.write_text(json.dumps(results_as_rows(results), indent=1))
