@@ -1,0 +1,154 @@
+"""Pod job: receive a weight drop: validate its manifest and verify every file by streaming it.
+
+    python -m llmops.jobs.receive --drop-uri s3://llmops-drops/tiny-chat/r1/ --experiment llmops-refresh
+
+Every file is read once from S3 (in parallel) and checked for size and SHA-256; nothing is
+written to disk. On any problem (invalid manifest, missing, truncated, corrupted or unlisted
+file) the drop is copied to ``quarantine/<model>/<revision>/`` with a ``reason.json`` (nothing
+is deleted), an MLflow run records the rejection, and the job exits 2 naming each bad file.
+
+Result (``return.json``):
+
+- ok: ``{status: "ok", model, revision, model_family, weight_digest, runtime_image, drop_uri,
+  manifest_uri, files: [{path, size, sha256}], etags: {path: etag}, bytes_verified,
+  throughput_mb_s, mlflow_run_id}``
+- rejected: ``{status: "rejected", model, revision, drop_uri, weight_digest (null for an invalid
+  manifest), problems: [str], quarantine_uri, reason_uri, mlflow_run_id}``
+
+A transient S3 error fails the job (exit 1) without quarantining: a retry must not reject a
+good drop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from llmops import tracking
+from llmops.drops import s3_client_from_env
+from llmops.integrity import DEFAULT_WORKERS, verify_drop
+from llmops.jobs.common import optional_env, setup_logging, write_result
+from llmops.manifests import MANIFEST_NAME, ManifestError
+from llmops.storage import parse_s3_uri, quarantine_drop, read_drop_manifest, s3_uri, split_drop_prefix
+
+log = setup_logging("llmops.jobs.receive")
+
+EXIT_REJECTED = 2
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line interface of the job."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--drop-uri", required=True, help="s3://<drops bucket>/<model>/<revision>/")
+    parser.add_argument("--experiment", default="llmops-refresh", help="MLflow experiment of the receive runs")
+    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="files verified in parallel")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Receive the drop; exit 0 when it is intact, 2 when it is rejected (and quarantined)."""
+    args = parse_args(argv)
+    try:
+        bucket, prefix = parse_s3_uri(args.drop_uri)
+        prefix = prefix.rstrip("/") + "/"
+        model, revision = split_drop_prefix(prefix)
+    except ValueError as exc:
+        log.error("--drop-uri: %s", exc)
+        return EXIT_REJECTED
+    s3 = s3_client_from_env()
+    drop_uri = s3_uri(bucket, prefix)
+    manifest_uri = s3_uri(bucket, prefix + MANIFEST_NAME)
+    try:
+        manifest = read_drop_manifest(s3, bucket, prefix)
+    except FileNotFoundError as exc:
+        # No arrival marker: an incomplete drop or a wrong URI. Nothing to judge, nothing to quarantine.
+        log.error("%s; the drop is incomplete (manifest.json is written last) or --drop-uri is wrong", exc)
+        write_result({"status": "rejected", "model": model, "revision": revision, "drop_uri": drop_uri,
+                      "weight_digest": None, "problems": [str(exc)], "quarantine_uri": None, "reason_uri": None,
+                      "mlflow_run_id": None})
+        return EXIT_REJECTED
+    except ManifestError as exc:
+        return _reject(args, s3, bucket, prefix, model, revision, None, exc.to_dict(),
+                       [f"{f}: {p}; fix: {x}" for f, p, x in exc.problems])
+    except ValueError as exc:  # not JSON at all
+        return _reject(args, s3, bucket, prefix, model, revision, None,
+                       {"manifest": manifest_uri, "problems": [{"field": "$", "problem": str(exc),
+                                                                "fix": "rewrite manifest.json as UTF-8 JSON"}]},
+                       [str(exc)])
+
+    log.info("verifying %s: %d files, %d bytes, weight digest %s", drop_uri, len(manifest.files),
+             manifest.total_size, manifest.weight_digest)
+    verification = verify_drop(s3, bucket, prefix, manifest.files, workers=args.workers)
+    if not verification.ok:
+        return _reject(args, s3, bucket, prefix, model, revision, manifest.weight_digest, verification.to_dict(),
+                       verification.problems())
+
+    log.info("%s (%.1f MB/s)", verification.message(), verification.throughput_mb_s)
+    result: dict[str, Any] = {
+        "status": "ok", "model": manifest.model, "revision": manifest.revision,
+        "model_family": manifest.model_family, "weight_digest": manifest.weight_digest,
+        "runtime_image": manifest.runtime_image, "drop_uri": drop_uri, "manifest_uri": manifest_uri,
+        "files": [f.to_dict() for f in manifest.files], "etags": verification.etags,
+        "bytes_verified": verification.bytes_read, "throughput_mb_s": round(verification.throughput_mb_s, 2),
+    }
+    result["mlflow_run_id"] = _record(
+        args.experiment, tags={"llmops.stage": "receive", "status": "ok", "model": model, "revision": revision,
+                               "weight_digest": manifest.weight_digest},
+        params={"drop_uri": drop_uri, "files": len(manifest.files), "runtime_image": manifest.runtime_image,
+                "model_family": manifest.model_family},
+        metrics={"receive/bytes_verified": float(verification.bytes_read),
+                 "receive/seconds": verification.seconds,
+                 "receive/throughput_mb_s": verification.throughput_mb_s},
+        artifact=("receive/manifest.json", manifest.to_dict()),
+    )
+    write_result(result)
+    return 0
+
+
+def _reject(args: argparse.Namespace, s3: Any, bucket: str, prefix: str, model: str, revision: str,
+            digest: str | None, reason: dict[str, Any], problems: list[str]) -> int:
+    """Quarantine the drop, record the rejection in MLflow, write the result; return the exit code."""
+    drop_uri = s3_uri(bucket, prefix)
+    reason = {"stage": "receive", "model": model, "revision": revision, "weight_digest": digest, **reason}
+    quarantine = quarantine_drop(s3, bucket, prefix, reason)
+    run_id = _record(
+        args.experiment,
+        tags={"llmops.stage": "receive", "status": "rejected", "model": model, "revision": revision,
+              **({"weight_digest": digest} if digest else {})},
+        params={"drop_uri": drop_uri, "quarantine_uri": quarantine.quarantine_uri},
+        metrics={"receive/problems": float(len(problems))},
+        artifact=("receive/reason.json", {**reason, "quarantine": quarantine.quarantine_uri}),
+    )
+    write_result({"status": "rejected", "model": model, "revision": revision, "drop_uri": drop_uri,
+                  "weight_digest": digest, "problems": problems, "quarantine_uri": quarantine.quarantine_uri,
+                  "reason_uri": quarantine.reason_uri, "mlflow_run_id": run_id})
+    log.error("rejected %s: %d problem(s):\n%s\nthe drop was copied to %s (reason: %s); nothing was deleted. "
+              "fix: publish the drop again under a new revision once the files are right",
+              drop_uri, len(problems), "\n".join(f"  - {p}" for p in problems), quarantine.quarantine_uri,
+              quarantine.reason_uri)
+    return EXIT_REJECTED
+
+
+def _record(experiment: str, *, tags: dict[str, str], params: dict[str, Any], metrics: dict[str, float],
+            artifact: tuple[str, Any]) -> str | None:
+    """One MLflow run in ``experiment``; ``None`` (and a warning) without ``MLFLOW_TRACKING_URI``."""
+    tracking_uri = optional_env("MLFLOW_TRACKING_URI")
+    if tracking_uri is None:
+        log.warning("MLFLOW_TRACKING_URI is not set: the receive run is not recorded in MLflow")
+        return None
+    import mlflow
+
+    experiment_id = tracking.configure(tracking_uri, experiment)
+    run_name = f"receive {tags['model']}/{tags['revision']}"
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+        mlflow.set_tags(tags)
+        mlflow.log_params(params)
+        mlflow.log_metrics(metrics)
+        name, payload = artifact
+        mlflow.log_dict(json.loads(json.dumps(payload, default=str)), name)
+        return run.info.run_id
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
