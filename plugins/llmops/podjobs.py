@@ -16,14 +16,14 @@ MLFLOW_URI_TEMPLATE = "{{ conn.llmops_mlflow.host }}"
 
 
 def jobs_container(settings: Settings, module: str, args: list[str], *, env: dict[str, str] | None = None,
-                   resources: Resources | None = None) -> Container:
+                   resources: Resources | None = None, mlflow_tracking_uri: str = MLFLOW_URI_TEMPLATE) -> Container:
     """The main container of a pod job: ``python -m llmops.jobs.<module> <args>`` in the jobs image."""
     return Container(
         name="job",
         image=settings.jobs_image,
         command=("python", "-m", f"llmops.jobs.{module}"),
         args=tuple(args),
-        env={"MLFLOW_TRACKING_URI": MLFLOW_URI_TEMPLATE, **(env or {})},
+        env={"MLFLOW_TRACKING_URI": mlflow_tracking_uri, **(env or {})},
         resources=resources or Resources(cpu="1", memory="2Gi"),
     )
 
@@ -31,14 +31,16 @@ def jobs_container(settings: Settings, module: str, args: list[str], *, env: dic
 def evaluation_pod_job(settings: Settings, hw: HardwareClass, *, name: str, model_path: str,
                        served_model_name: str, evalset: str, experiment: str,
                        limit_per_category: str = "0", tags: dict[str, str] | None = None,
-                       timeout_s: int = 1800) -> PodJob:
+                       timeout_s: int = 1800, latency_requests: int = 0,
+                       mlflow_tracking_uri: str = MLFLOW_URI_TEMPLATE) -> PodJob:
     """Serve ``model_path`` with vLLM on ``hw`` and run the eval job against it."""
     args = ["--evalset", evalset, "--model", served_model_name, "--experiment", experiment,
-            "--limit-per-category", limit_per_category,
+            "--limit-per-category", limit_per_category, "--latency-requests", str(latency_requests),
             "--tag", f"hardware_class={hw.name}", "--tag", f"hardware_config_hash={hw.config_hash}"]
     for key, value in (tags or {}).items():
         args += ["--tag", f"{key}={value}"]
     return serving_pod_job(
-        name=name, hw=hw, main=jobs_container(settings, "evaluate", args), model_path=model_path,
+        name=name, hw=hw, main=jobs_container(settings, "evaluate", args, mlflow_tracking_uri=mlflow_tracking_uri),
+        model_path=model_path,
         served_model_name=served_model_name, vllm_image=settings.vllm_image, timeout_s=timeout_s,
     )

@@ -51,6 +51,7 @@ class Settings:
     namespace: str
     service_account: str
     default_hardware_class: str
+    refresh_hardware_classes: tuple[str, ...]
     local_runtimes: dict[str, Path] = field(default_factory=dict)
 
     @property
@@ -92,6 +93,11 @@ def load(environ: dict[str, str] | None = None) -> Settings:
         namespace=env.get("LLMOPS_K8S_NAMESPACE", "llmops"),
         service_account=env.get("LLMOPS_K8S_SERVICE_ACCOUNT", "llmops-jobs"),
         default_hardware_class=env.get("LLMOPS_DEFAULT_HARDWARE_CLASS", "cpu"),
+        # Classes the refresh pipeline can qualify on (one task group each, with its pool).
+        refresh_hardware_classes=tuple(
+            c.strip() for c in env.get("LLMOPS_REFRESH_HARDWARE_CLASSES",
+                                       env.get("LLMOPS_DEFAULT_HARDWARE_CLASS", "cpu")).split(",") if c.strip()
+        ),
         local_runtimes=_local_runtimes(env, jobs_image, vllm_image, vllm_venv),
     )
 

@@ -58,19 +58,58 @@ def test_every_pod_job_task_renders_a_valid_restricted_pod(monkeypatch, hardware
                 continue
             for key, value in RESTRICTED.items():
                 assert container["securityContext"][key] == value, f"{where}: {container['name']} {key}"
-        vllm = next(c for c in spec.get("initContainers", []) if c["name"] == "vllm")
-        assert vllm["restartPolicy"] == "Always", f"{where}: vLLM must be a native sidecar"
-        assert vllm["startupProbe"]["httpGet"]["path"] == "/health"
-        gpus = int(vllm["resources"].get("limits", {}).get("nvidia.com/gpu", 0))
-        if hardware_class == "cpu":
-            assert gpus == 0 and not spec.get("tolerations")
-        else:
-            assert gpus == int(hardware_class[-1]), f"{where}: GPU limit {gpus}"
-            assert vllm["resources"]["requests"]["nvidia.com/gpu"] == vllm["resources"]["limits"]["nvidia.com/gpu"]
-            assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
-            assert "nvidia.com/gpu.product" in spec["nodeSelector"]
-        shm = next(v for v in spec["volumes"] if v["name"] == "shm")
-        assert shm["emptyDir"]["medium"] == "Memory"
+        vllm = next((c for c in spec.get("initContainers", []) if c["name"] == "vllm"), None)
+        if vllm is not None:
+            _check_serving_pod(spec, vllm, hardware_class, where)
+
+
+def _check_serving_pod(spec: dict, vllm: dict, hardware_class: str, where: str) -> None:
+    assert vllm["restartPolicy"] == "Always", f"{where}: vLLM must be a native sidecar"
+    assert vllm["startupProbe"]["httpGet"]["path"] == "/health"
+    gpus = int(vllm["resources"].get("limits", {}).get("nvidia.com/gpu", 0))
+    if hardware_class == "cpu":
+        assert gpus == 0 and not spec.get("tolerations")
+    else:
+        assert gpus == int(hardware_class[-1]), f"{where}: GPU limit {gpus}"
+        assert vllm["resources"]["requests"]["nvidia.com/gpu"] == vllm["resources"]["limits"]["nvidia.com/gpu"]
+        assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
+        assert "nvidia.com/gpu.product" in spec["nodeSelector"]
+    shm = next(v for v in spec["volumes"] if v["name"] == "shm")
+    assert shm["emptyDir"]["medium"] == "Memory"
+
+
+@pytest.mark.parametrize("hardware_class", ["cpu", "h100x2", "b200x4"])
+def test_qualification_pods_planned_at_run_time_are_valid(monkeypatch, hardware_class: str) -> None:
+    """Qualify tasks are mapped over pod jobs planned at run time: render what the planner builds."""
+    from airflow.sdk import DAG
+
+    from llmops import refresh, settings
+    from llmops.hardware import load_hardware_class
+    from llmops.launch.kubernetes import make_kubernetes_task, render_pod_manifest
+    from llmops.pods import PodJob
+
+    monkeypatch.setenv("LLMOPS_VLLM_IMAGE", VLLM_IMAGE)
+    monkeypatch.setenv("LLMOPS_JOBS_IMAGE", JOBS_IMAGE)
+    conf = settings.load()
+    hw = load_hardware_class(hardware_class, conf.hardware_configs_dir)
+    digest = "ab" * 32
+    targets = [{"role": "candidate", "version": "2", "weights_uri": f"s3://m/models/x/sha256-{digest}/",
+                "weight_digest": digest},
+               {"role": "champion", "version": "1", "weights_uri": "s3://m/models/x/sha256-cd/", "weight_digest": "cd"}]
+    jobs = refresh.qualification_jobs(conf, hw, model="x", targets=targets, evalset_config="e.yaml",
+                                      s3_endpoint=None, tracking_uri="http://mlflow:5000")
+    assert [j["name"] for j in jobs] == [f"qualify-candidate-{hardware_class}", f"qualify-champion-{hardware_class}"]
+    with DAG(dag_id=f"plan_{hardware_class}", schedule=None):
+        task = make_kubernetes_task(PodJob.from_dict(jobs[0]), task_id="qualify")
+    manifest = render_pod_manifest(task, {"params": {}})
+    kubernetes_validate.validate(manifest, "1.33", strict=True)
+    spec = manifest["spec"]
+    fetch, vllm = spec["initContainers"]
+    assert fetch["name"] == "fetch-weights" and "restartPolicy" not in fetch
+    assert fetch["args"][fetch["args"].index("--weight-digest") + 1] == digest
+    assert {e["name"] for e in fetch["env"] if "valueFrom" in e} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    assert vllm["args"][0] == f"/models/x/sha256-{digest}"
+    _check_serving_pod(spec, vllm, hardware_class, "qualify")
 
 
 def test_both_launchers_run_the_same_pod_job(monkeypatch) -> None:

@@ -35,3 +35,20 @@ def pod_job_task(job: PodJob, *, task_id: str, launcher: str | None = None, **op
 
         return LocalPodOperator(task_id=task_id, pod_job=job.to_dict(), **operator_kwargs)
     raise settings_mod.SettingsError(f"unknown launcher {chosen!r}: expected one of {settings_mod.LAUNCHERS}")
+
+
+def mapped_pod_job_task(*, task_id: str, pod_jobs: Any, launcher: str | None = None, **partial_kwargs: Any) -> Any:
+    """One task instance per pod job in ``pod_jobs`` (an XComArg of pod-job dicts, built at run time).
+
+    Dynamic task mapping over whole pod jobs: a planning task decides at run time what to
+    run (e.g. candidate and champion on a hardware class). Mapped values come from XCom
+    and are not rendered as templates, so planners put final values in them.
+    """
+    chosen = launcher or settings_mod.load().launcher
+    if chosen == "kubernetes":
+        from llmops.launch.kubernetes import PodJobKubernetesOperator as operator_class
+    elif chosen == "local":
+        from llmops.launch.local_operator import LocalPodOperator as operator_class
+    else:
+        raise settings_mod.SettingsError(f"unknown launcher {chosen!r}: expected one of {settings_mod.LAUNCHERS}")
+    return operator_class.partial(task_id=task_id, **partial_kwargs).expand(pod_job=pod_jobs)

@@ -1,0 +1,282 @@
+"""Task logic of the ``model_refresh`` DAG that runs inside Airflow (light I/O, no heavy work).
+
+Heavy work (verifying, copying, serving, evaluating) runs in pod jobs; what is here
+plans those pod jobs from run-time facts (the staged version, the current champion)
+and turns their results into decisions through the pure gate in :mod:`llmops.gates`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import UTC
+from pathlib import Path
+from typing import Any
+
+from llmops import gates, podjobs, registry
+from llmops.evals.evalset import load_evalset
+from llmops.hardware import HardwareClass, load_hardware_class
+from llmops.pods import Container, PodJob, Resources, SecretEnv
+from llmops.settings import Settings
+
+EXPERIMENT = "llmops-refresh"
+S3_SECRET = "llmops-s3"
+MODEL_CACHE = "/models"
+
+
+class GateFailed(RuntimeError):
+    """The candidate did not qualify; the message lists each failing category or latency."""
+
+
+def s3_secret_env() -> dict[str, SecretEnv]:
+    """S3 credentials of a pod, from the ``llmops-s3`` Kubernetes Secret."""
+    return {key: SecretEnv(S3_SECRET, key) for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+
+
+def endpoints_env(s3_endpoint: str | None, tracking_uri: str) -> dict[str, str]:
+    """Endpoints a pod needs, resolved from the Airflow connections by the calling task."""
+    return {"AWS_ENDPOINT_URL": s3_endpoint or "", "MLFLOW_TRACKING_URI": tracking_uri}
+
+
+# Rendered at run time from the Airflow connection (pods never see Airflow itself).
+S3_ENDPOINT_TEMPLATE = "{{ conn.llmops_s3.extra_dejson.get('endpoint_url', '') }}"
+
+
+def receive_job(settings: Settings) -> PodJob:
+    """Verify the drop named by ``params.drop_uri`` (quarantine it when anything is wrong)."""
+    return PodJob(name="receive", main=with_s3_secrets(podjobs.jobs_container(
+        settings, "receive", ["--drop-uri", "{{ params.drop_uri }}", "--experiment", EXPERIMENT],
+        env={"AWS_ENDPOINT_URL": S3_ENDPOINT_TEMPLATE}, resources=Resources(cpu="2", memory="2Gi"),
+    )), timeout_s=3600)
+
+
+def stage_job(settings: Settings) -> PodJob:
+    """Stage the received drop content-addressed, pin it, register it as ``challenger``."""
+    return PodJob(name="stage", main=with_s3_secrets(podjobs.jobs_container(
+        settings, "stage", ["--drop-uri", "{{ params.drop_uri }}", "--registered-model", "{{ params.model }}",
+                            "--hardware-classes", "{{ params.hardware_classes | join(',') }}",
+                            "--models-bucket", "{{ var.value.llmops_bucket_models }}",
+                            # S3 refuses to copy an object that changed after receive verified it.
+                            "--source-etags", "{{ ti.xcom_pull(task_ids='receive')['etags'] | tojson }}",
+                            "--experiment", EXPERIMENT],
+        env={"AWS_ENDPOINT_URL": S3_ENDPOINT_TEMPLATE}, resources=Resources(cpu="2", memory="2Gi"),
+    )), timeout_s=3600)
+
+
+def with_s3_secrets(container: Container) -> Container:
+    """The same container with the S3 Secret's keys as env."""
+    return replace(container, secret_env={**container.secret_env, **s3_secret_env()})
+
+
+def plan_qualification(settings: Settings, hw_name: str, *, selected: list[str], model: str,
+                       stage_result: dict[str, Any], evalset_config: str) -> list[dict[str, Any]]:
+    """Pod jobs qualifying the staged candidate (and the champion, for a paired comparison) on ``hw_name``.
+
+    Returns [] when the class is not among the run's target classes.
+    """
+    from airflow.sdk import BaseHook
+
+    if hw_name not in selected:
+        return []
+    tracking_uri = BaseHook.get_connection("llmops_mlflow").host
+    s3_endpoint = BaseHook.get_connection("llmops_s3").extra_dejson.get("endpoint_url")
+    reg = registry.ModelRegistry(tracking_uri)
+    targets = [{"role": "candidate", "version": str(stage_result["model_version"]),
+                "weights_uri": stage_result["weights_uri"], "weight_digest": stage_result["weight_digest"]}]
+    champion = champion_target(reg, model)
+    if champion is not None and champion["version"] != targets[0]["version"]:
+        targets.append(champion)
+    hw = load_hardware_class(hw_name, settings.hardware_configs_dir)
+    return qualification_jobs(settings, hw, model=model, targets=targets, evalset_config=evalset_config,
+                              s3_endpoint=s3_endpoint, tracking_uri=tracking_uri)
+
+
+def promote(settings: Settings, *, model: str, version: str, run_id: str, tracking_uri: str,
+            s3_endpoint: str | None, models_bucket: str) -> dict[str, Any]:
+    """Move ``champion``/``previous``, and write ``deployments/<model>/current.json`` with its history."""
+    reg = registry.ModelRegistry(tracking_uri)
+    moved = reg.promote(model, version)
+    record = _deployment_record(reg, model, moved["champion"], run_id, action="promote")
+    reg.tag(model, version, {registry.STATUS_TAG: "champion", "llmops.promoted_by": run_id})
+    _write_current(s3_endpoint, models_bucket, model, record)
+    return {**moved, "deployment": record}
+
+
+def rollback(settings: Settings, *, model: str, run_id: str, tracking_uri: str, s3_endpoint: str | None,
+             models_bucket: str) -> dict[str, Any]:
+    """``champion`` back to ``previous`` in one step, recorded in ``current.json``'s history."""
+    reg = registry.ModelRegistry(tracking_uri)
+    moved = reg.rollback(model)
+    reg.tag(model, moved["rolled_back"], {registry.STATUS_TAG: "rolled_back", "llmops.rolled_back_by": run_id})
+    record = _deployment_record(reg, model, moved["champion"], run_id, action="rollback")
+    _write_current(s3_endpoint, models_bucket, model, record)
+    return {**moved, "deployment": record}
+
+
+def _deployment_record(reg: registry.ModelRegistry, model: str, version: str, run_id: str,
+                       action: str) -> dict[str, Any]:
+    from datetime import datetime
+
+    champion = reg.get(model, version)
+    pins = {k.removeprefix(registry.PIN_PREFIX): v for k, v in champion.tags.items()
+            if k.startswith(registry.PIN_PREFIX)}
+    return {"model": model, "version": version, "weights_uri": champion.source, "pins": pins, "action": action,
+            "airflow_run_id": run_id, "at": datetime.now(UTC).isoformat()}
+
+
+def _write_current(s3_endpoint: str | None, bucket: str, model: str, record: dict[str, Any]) -> None:
+    """``current.json`` = the serving deployment plus every earlier one, newest first (kept forever)."""
+    from llmops import storage
+    from llmops.embedded import s3state
+
+    s3 = s3state.client(s3_endpoint) if s3_endpoint else _aws_client()
+    key = f"deployments/{model}/current.json"
+    try:
+        previous = storage.read_json(s3, bucket, key)
+    except FileNotFoundError:
+        previous = None
+    history = [] if previous is None else [{k: v for k, v in previous.items() if k != "history"},
+                                           *previous.get("history", [])]
+    storage.write_json(s3, bucket, key, {**record, "history": history})
+    storage.write_json(s3, bucket, f"deployments/{model}/history/{record['at']}-{record['action']}.json", record)
+
+
+def _aws_client() -> Any:
+    import boto3
+
+    return boto3.client("s3")
+
+
+def model_dir(model: str, weight_digest: str) -> str:
+    """Where a staged version lives in the serving pod's model cache (content-addressed)."""
+    return f"{MODEL_CACHE}/{model}/sha256-{weight_digest}"
+
+
+def qualification_jobs(settings: Settings, hw: HardwareClass, *, model: str, targets: list[dict[str, str]],
+                       evalset_config: str, s3_endpoint: str | None, tracking_uri: str,
+                       latency_requests: int = 32) -> list[dict[str, Any]]:
+    """One serving + eval pod job per target (``role``, ``version``, ``weights_uri``, ``weight_digest``).
+
+    The serving pod's init container fetches the staged weights into the model cache and
+    verifies their digest: vLLM never starts on weights that do not match the pin.
+    """
+    env = endpoints_env(s3_endpoint, tracking_uri)
+    jobs = []
+    for target in targets:
+        dest = model_dir(model, target["weight_digest"])
+        fetch = Container(
+            name="fetch-weights", image=settings.jobs_image, command=("python", "-m", "llmops.jobs.fetch_weights"),
+            # --full-verify: re-hash even a cached copy; the pin is checked on every start.
+            args=("--weights-uri", target["weights_uri"], "--dest", dest, "--weight-digest", target["weight_digest"],
+                  "--full-verify"),
+            env={"AWS_ENDPOINT_URL": env["AWS_ENDPOINT_URL"]}, secret_env=s3_secret_env(),
+        )
+        job = podjobs.evaluation_pod_job(
+            settings, hw, name=f"qualify-{target['role']}-{hw.name}", model_path=dest,
+            served_model_name=f"{model}-v{target['version']}", evalset=evalset_config, experiment=EXPERIMENT,
+            tags={"model": model, "model_version": target["version"], "role": target["role"],
+                  "llmops.stage": "qualify"},
+            latency_requests=latency_requests, mlflow_tracking_uri=tracking_uri,
+        )
+        jobs.append(replace(job, init_containers=(fetch,)).to_dict())
+    return jobs
+
+
+def champion_target(reg: registry.ModelRegistry, model: str) -> dict[str, str] | None:
+    """The current champion as a qualification target, or None for a first model."""
+    champion = reg.by_alias(model, registry.CHAMPION)
+    if champion is None:
+        return None
+    return {"role": "champion", "version": champion.version, "weights_uri": champion.source,
+            "weight_digest": champion.tags[registry.WEIGHT_DIGEST_TAG]}
+
+
+def load_item_scores(run_id: str, revision: str, tokenizer_hash: str | None,
+                     chat_template_hash: str | None) -> gates.ModelScores:
+    """Per-item scores of an eval run, from its ``eval/eval_results.json`` artifact."""
+    import mlflow
+
+    path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="eval/eval_results.json")
+    rows = json.loads(Path(path).read_text())
+    items = [gates.ItemScore(id=r["id"], category=r["category"], score=float(r["score"])) for r in rows]
+    return gates.ModelScores(revision=revision, items=tuple(items), tokenizer_hash=tokenizer_hash,
+                             chat_template_hash=chat_template_hash)
+
+
+def decide(settings: Settings, *, model: str, candidate_version: str, evalset_config: str,
+           results: list[dict[str, Any]], tracking_uri: str, max_drop: float | None = None) -> dict[str, Any]:
+    """Run the qualify gate for every hardware class from the eval pods' results.
+
+    Logs each verdict to MLflow (JSON + Markdown table, per-category deltas as metrics),
+    tags the candidate version ``qualified`` or ``rejected`` with the reasons, and raises
+    :class:`GateFailed` when any class fails.
+    """
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    reg = registry.ModelRegistry(tracking_uri)
+    evalset = load_evalset(Path(evalset_config))
+    categories = evalset.categories
+    if max_drop is not None:
+        categories = {name: replace(cfg, max_drop=max_drop) for name, cfg in categories.items()}
+    candidate = reg.get(model, candidate_version)
+    champion = reg.by_alias(model, registry.CHAMPION)
+    if champion is not None and champion.version == candidate_version:
+        champion = None  # re-qualifying the champion itself: judge it on absolute minimums
+    verdicts: dict[str, Any] = {}
+    by_class: dict[str, dict[str, dict[str, Any]]] = {}
+    for result in results:
+        by_class.setdefault(result["hardware_class"], {})[result["role"]] = result
+    for hw_name, roles in sorted(by_class.items()):
+        hw = load_hardware_class(hw_name, settings.hardware_configs_dir)
+        cand = roles["candidate"]
+        cand_scores = load_item_scores(cand["mlflow_run_id"], cand["evalset_revision"],
+                                       candidate.tags.get("pin.tokenizer_hash"),
+                                       candidate.tags.get("pin.chat_template_hash"))
+        champ_scores = champ_latency = None
+        if champion is not None and "champion" in roles:
+            champ = roles["champion"]
+            champ_scores = load_item_scores(champ["mlflow_run_id"], champ["evalset_revision"],
+                                            champion.tags.get("pin.tokenizer_hash"),
+                                            champion.tags.get("pin.chat_template_hash"))
+            champ_latency = _latency(hw_name, champ)
+        verdict = gates.qualify(cand_scores, champ_scores, categories, _latency(hw_name, cand), champ_latency,
+                                hw.slo)
+        verdicts[hw_name] = verdict
+        _log_verdict(model, candidate_version, champion.version if champion else None, hw_name, verdict)
+    passed = all(v.passed for v in verdicts.values())
+    reasons = [f"[{hw}] {reason}" for hw, v in verdicts.items() for reason in v.reasons if not v.passed]
+    reg.tag(model, candidate_version, {registry.STATUS_TAG: "qualified" if passed else "rejected",
+                                       "llmops.gate_reasons": "; ".join(reasons)[:4000] or "passed"})
+    summary = {"passed": passed, "model": model, "candidate_version": candidate_version,
+               "champion_version": champion.version if champion else None,
+               "verdicts": {hw: v.to_dict() for hw, v in verdicts.items()}}
+    if not passed:
+        raise GateFailed(f"model {model} version {candidate_version} failed qualification:\n" + "\n".join(reasons))
+    return summary
+
+
+def _latency(hw_name: str, result: dict[str, Any]) -> gates.LatencyMeasurement:
+    latency = result.get("latency") or {}
+    if "ttft_p99_ms" not in latency or "tpot_p99_ms" not in latency:
+        raise GateFailed(f"[{hw_name}] eval run {result.get('mlflow_run_id')} measured no latency "
+                         f"(ttft_p99_ms/tpot_p99_ms): cannot judge the latency gate")
+    return gates.LatencyMeasurement(hardware_class=hw_name, ttft_p99_ms=latency["ttft_p99_ms"],
+                                    tpot_p99_ms=latency["tpot_p99_ms"])
+
+
+def _log_verdict(model: str, candidate_version: str, champion_version: str | None, hw_name: str,
+                 verdict: gates.GateVerdict) -> None:
+    import mlflow
+
+    from llmops import tracking
+
+    experiment_id = tracking.configure(None, EXPERIMENT)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"gate {model} v{candidate_version} {hw_name}"):
+        mlflow.set_tags({"llmops.stage": "gate", "model": model, "model_version": candidate_version,
+                         "champion_version": champion_version or "none", "hardware_class": hw_name,
+                         "passed": str(verdict.passed).lower()})
+        mlflow.log_metrics({f"delta/{row.category}": row.delta for row in verdict.categories
+                            if row.delta is not None})
+        mlflow.log_dict(verdict.to_dict(), "gate/verdict.json")
+        mlflow.log_text(verdict.to_markdown(), "gate/verdict.md")
