@@ -52,6 +52,7 @@ class Settings:
     service_account: str
     default_hardware_class: str
     refresh_hardware_classes: tuple[str, ...]
+    drop_poll_interval_s: float
     local_runtimes: dict[str, Path] = field(default_factory=dict)
 
     @property
@@ -93,6 +94,7 @@ def load(environ: dict[str, str] | None = None) -> Settings:
         namespace=env.get("LLMOPS_K8S_NAMESPACE", "llmops"),
         service_account=env.get("LLMOPS_K8S_SERVICE_ACCOUNT", "llmops-jobs"),
         default_hardware_class=env.get("LLMOPS_DEFAULT_HARDWARE_CLASS", "cpu"),
+        drop_poll_interval_s=float(env.get("LLMOPS_DROP_POLL_INTERVAL_S", "30")),
         # Classes the refresh pipeline can qualify on (one task group each, with its pool).
         refresh_hardware_classes=tuple(
             c.strip() for c in env.get("LLMOPS_REFRESH_HARDWARE_CLASSES",

@@ -33,9 +33,24 @@ def _pod_tasks(bag, operator_name: str):
             if type(task).__name__ == operator_name]
 
 
+class _FakeTaskInstance:
+    """What templates (upstream results) and the pod's task-instance labels read from ``ti``."""
+
+    dag_id = "model_refresh"
+    task_id = "stage"
+    run_id = "manual__2026-11-23T00:00:00+00:00"
+    map_index = -1
+    try_number = 1
+
+    @staticmethod
+    def xcom_pull(task_ids: str | None = None, key: str = "return_value") -> dict:
+        return {"etags": {"model.safetensors": "0123abcd"}}
+
+
 def _context(dag) -> dict:
     params = {name: dag.params[name] for name in dag.params}
-    return {"params": params, "run_id": "manual__2026-11-23T00:00:00+00:00", "ds": "2026-11-23",
+    return {"params": params, "run_id": "manual__2026-11-23T00:00:00+00:00", "ds": "2026-11-23", "dag": dag,
+            "ti": _FakeTaskInstance(), "task_instance": _FakeTaskInstance(), "var": {"value": {"llmops_bucket_models": "llmops-models"}},
             "conn": {"llmops_mlflow": SimpleNamespace(host="http://mlflow.llmops.svc:5000"),
                      "llmops_s3": SimpleNamespace(extra_dejson={"endpoint_url": ""})}}
 
@@ -44,6 +59,7 @@ def _context(dag) -> dict:
 def test_every_pod_job_task_renders_a_valid_restricted_pod(monkeypatch, hardware_class: str) -> None:
     from llmops.launch.kubernetes import render_pod_manifest
 
+    monkeypatch.setenv("LLMOPS_REFRESH_HARDWARE_CLASSES", hardware_class)
     tasks = _pod_tasks(_dagbag(monkeypatch, "kubernetes", hardware_class), "PodJobKubernetesOperator")
     assert tasks, "expected pod-job tasks under the kubernetes launcher"
     for dag, task in tasks:
@@ -51,6 +67,10 @@ def test_every_pod_job_task_renders_a_valid_restricted_pod(monkeypatch, hardware
         where = f"{dag.dag_id}.{task.task_id} on {hardware_class}"
         kubernetes_validate.validate(manifest, "1.33", strict=True)
         assert "{{" not in json.dumps(manifest), f"{where}: unrendered template"
+        if task.task_id == "stage":
+            base = manifest["spec"]["containers"][0]
+            assert base["args"][base["args"].index("--source-etags") + 1] == '{"model.safetensors": "0123abcd"}'
+
         spec = manifest["spec"]
         containers = spec["containers"] + spec.get("initContainers", [])
         for container in containers:
