@@ -104,10 +104,19 @@ def promote(settings: Settings, *, model: str, version: str, run_id: str, tracki
 
 def rollback(settings: Settings, *, model: str, run_id: str, tracking_uri: str, s3_endpoint: str | None,
              models_bucket: str) -> dict[str, Any]:
-    """``champion`` back to ``previous`` in one step, recorded in ``current.json``'s history."""
+    """``champion`` back to ``previous`` in one step, recorded in ``current.json``'s history.
+
+    Idempotent per run: a retried task whose alias move already happened (the version it
+    rolled back carries this run's id) only rewrites ``current.json``.
+    """
     reg = registry.ModelRegistry(tracking_uri)
-    moved = reg.rollback(model)
-    reg.tag(model, moved["rolled_back"], {registry.STATUS_TAG: "rolled_back", "llmops.rolled_back_by": run_id})
+    previous = reg.by_alias(model, registry.PREVIOUS)
+    if previous is not None and previous.tags.get("llmops.rolled_back_by") == run_id:
+        champion = reg.by_alias(model, registry.CHAMPION)
+        moved = {"champion": champion.version if champion else None, "rolled_back": previous.version}
+    else:
+        moved = reg.rollback(model)
+        reg.tag(model, moved["rolled_back"], {registry.STATUS_TAG: "rolled_back", "llmops.rolled_back_by": run_id})
     record = _deployment_record(reg, model, moved["champion"], run_id, action="rollback")
     _write_current(s3_endpoint, models_bucket, model, record)
     return {**moved, "deployment": record}

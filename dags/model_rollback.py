@@ -1,0 +1,51 @@
+"""
+### Model rollback: one step back to the previous champion
+
+Triggered by hand from the Airflow UI when the serving champion misbehaves. In one run:
+the MLflow registry alias `champion` moves back to the version `previous` points at (and
+`previous` to the rolled-back version, so a second rollback undoes the first), the
+rolled-back version is tagged `llmops.status=rolled_back`, and
+`deployments/<model>/current.json` in the models bucket is rewritten to the restored
+champion with the full history kept (each change also as its own `history/` object).
+Whatever serves from `current.json` / the `champion` alias follows.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import DAG, Param, task
+
+from llmops import dagkit, settings
+
+SETTINGS = settings.load()
+
+with DAG(
+    dag_id="model_rollback",
+    description="Move the champion alias back to the previous version and record it in current.json",
+    schedule=None,
+    start_date=dagkit.START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    tags=dagkit.tags("refresh", "rollback"),
+    default_args=dagkit.default_args(),
+    doc_md=__doc__,
+    params={
+        "model": Param("tiny-chat", type="string", pattern="^[a-z0-9][a-z0-9-]{0,62}$",
+                       description="Registered model name in MLflow"),
+    },
+) as dag:
+
+    @task(task_id="rollback")
+    def rollback(params: dict | None = None, run_id: str | None = None) -> dict:
+        """Aliases back one step (idempotent per run: a retry after success changes nothing twice)."""
+        from airflow.sdk import BaseHook, Variable
+
+        from llmops import refresh
+
+        return refresh.rollback(
+            SETTINGS, model=params["model"], run_id=run_id,
+            tracking_uri=BaseHook.get_connection("llmops_mlflow").host,
+            s3_endpoint=BaseHook.get_connection("llmops_s3").extra_dejson.get("endpoint_url"),
+            models_bucket=Variable.get("llmops_bucket_models"),
+        )
+
+    rollback()
