@@ -19,7 +19,7 @@ import time
 
 from llmops import settings as settings_mod
 from llmops.embedded import s3state
-from llmops.embedded.airflow_api import AirflowApi
+from llmops.embedded.airflow_api import AirflowApi, AirflowApiError
 from llmops.embedded.platform import EmbeddedPlatform, Endpoints
 from llmops.embedded.services import ServiceError
 
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             print_env(platform)
         elif args.command == "serve":
             serve(platform)
-    except ServiceError as exc:
+    except (ServiceError, AirflowApiError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

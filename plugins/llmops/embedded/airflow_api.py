@@ -80,7 +80,8 @@ class AirflowApi:
 
     def upsert_pool(self, name: str, slots: int, description: str = "") -> None:
         """Create the pool, or set its slots if it exists."""
-        payload = {"name": name, "slots": slots, "description": description}
+        # Deferred tasks hold no GPU (or CPU vLLM): they do not count against the pool.
+        payload = {"name": name, "slots": slots, "description": description, "include_deferred": False}
         try:
             self._request("POST", "/api/v2/pools", payload)
         except AirflowApiError as exc:
