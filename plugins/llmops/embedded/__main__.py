@@ -1,7 +1,8 @@
 """Command line of the embedded platform: ``python -m llmops.embedded <command>``.
 
 * ``up``      start the S3 endpoint, MLflow and Airflow (idempotent), restore saved S3 data
-* ``run``     run the main job on it and print where to see the results
+* ``run``     run the platform smoke job on it and print where to see the results
+* ``refresh-demo``  three weight drops through the sensor-triggered refresh pipeline
 * ``down``    save S3 data and stop every service
 * ``status``  what runs and where it listens
 * ``env``     shell ``export`` lines to use the platform from another terminal
@@ -146,7 +147,7 @@ def serve(platform: EmbeddedPlatform) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     parser = argparse.ArgumentParser(prog="python -m llmops.embedded", description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["up", "run", "down", "status", "env", "serve"])
+    parser.add_argument("command", choices=["up", "run", "refresh-demo", "down", "status", "env", "serve"])
     parser.add_argument("--no-airflow", action="store_true", help="up: only the S3 endpoint and MLflow")
     args = parser.parse_args(argv)
     platform = build_platform()
@@ -155,6 +156,12 @@ def main(argv: list[str] | None = None) -> int:
             up(platform, with_airflow=not args.no_airflow)
         elif args.command == "run":
             return run_main_job(platform)
+        elif args.command == "refresh-demo":
+            from llmops.embedded import scenario
+
+            images = platform.local_images()
+            return scenario.run(platform, _api(platform), images["LLMOPS_VLLM_IMAGE"],
+                                settings_mod.load().models_dir / "tiny-chat")
         elif args.command == "down":
             down(platform)
         elif args.command == "status":

@@ -16,6 +16,7 @@ under one ignored folder (``.data/`` by default):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -84,6 +85,25 @@ class EmbeddedPlatform:
             "LLMOPS_AWS_REGION": REGION,
         }
 
+    def local_images(self) -> dict[str, str]:
+        """Digest-pinned references for the embedded default's two runtimes.
+
+        There is no registry here, so each local runtime is named by the SHA-256 of what
+        defines it (the lock files and set-up script): the pins in manifests, MLflow tags
+        and deployment records stay exact, and change when the runtime does.
+        """
+        def digest(*names: str) -> str:
+            h = hashlib.sha256()
+            for name in names:
+                h.update((PROJECT_ROOT / name).read_bytes())
+            return h.hexdigest()
+
+        vllm = digest("requirements-vllm.lock", "scripts/setup-vllm-env.sh")
+        return {
+            "LLMOPS_VLLM_IMAGE": f"llmops.local/vllm-cpu@sha256:{vllm}",
+            "LLMOPS_JOBS_IMAGE": f"llmops.local/jobs@sha256:{digest('constraints.txt', 'requirements.txt')}",
+        }
+
     def s3_env(self) -> dict[str, str]:
         """Credentials and endpoint for boto3 and MLflow's S3 artifact store."""
         return {
@@ -113,6 +133,7 @@ class EmbeddedPlatform:
             "LLMOPS_DATA_DIR": str(self.data_dir),
             "LLMOPS_LAUNCHER": "local",
             "MLFLOW_TRACKING_URI": self.endpoints.mlflow_url,
+            **self.local_images(),
             **self.s3_env(),
         }
         env.update(self.settings_file.env(self.placeholders()))
