@@ -52,13 +52,16 @@ def receive_job(settings: Settings) -> PodJob:
 
 def stage_job(settings: Settings) -> PodJob:
     """Stage the received drop content-addressed, pin it, register it as ``challenger``."""
+    args = ["--drop-uri", "{{ params.drop_uri }}", "--registered-model", "{{ params.model }}",
+            "--hardware-classes", "{{ params.hardware_classes | join(',') }}",
+            "--models-bucket", "{{ var.value.llmops_bucket_models }}",
+            # S3 refuses to copy an object that changed after receive verified it.
+            "--source-etags", "{{ ti.xcom_pull(task_ids='receive')['etags'] | tojson }}",
+            "--experiment", EXPERIMENT]
+    if settings.vllm_version:
+        args += ["--runtime-version", settings.vllm_version]
     return PodJob(name="stage", main=with_s3_secrets(podjobs.jobs_container(
-        settings, "stage", ["--drop-uri", "{{ params.drop_uri }}", "--registered-model", "{{ params.model }}",
-                            "--hardware-classes", "{{ params.hardware_classes | join(',') }}",
-                            "--models-bucket", "{{ var.value.llmops_bucket_models }}",
-                            # S3 refuses to copy an object that changed after receive verified it.
-                            "--source-etags", "{{ ti.xcom_pull(task_ids='receive')['etags'] | tojson }}",
-                            "--experiment", EXPERIMENT],
+        settings, "stage", args,
         env={"AWS_ENDPOINT_URL": S3_ENDPOINT_TEMPLATE}, resources=Resources(cpu="2", memory="2Gi"),
     )), timeout_s=3600)
 

