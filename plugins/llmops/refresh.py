@@ -33,11 +33,6 @@ def s3_secret_env() -> dict[str, SecretEnv]:
     return {key: SecretEnv(S3_SECRET, key) for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
 
 
-def endpoints_env(s3_endpoint: str | None, tracking_uri: str) -> dict[str, str]:
-    """Endpoints a pod needs, resolved from the Airflow connections by the calling task."""
-    return {"AWS_ENDPOINT_URL": s3_endpoint or "", "MLFLOW_TRACKING_URI": tracking_uri}
-
-
 # Rendered at run time from the Airflow connection (pods never see Airflow itself).
 S3_ENDPOINT_TEMPLATE = "{{ conn.llmops_s3.extra_dejson.get('endpoint_url', '') }}"
 
@@ -172,17 +167,10 @@ def qualification_jobs(settings: Settings, hw: HardwareClass, *, model: str, tar
     The serving pod's init container fetches the staged weights into the model cache and
     verifies their digest: vLLM never starts on weights that do not match the pin.
     """
-    env = endpoints_env(s3_endpoint, tracking_uri)
     jobs = []
     for target in targets:
         dest = model_dir(model, target["weight_digest"])
-        fetch = Container(
-            name="fetch-weights", image=settings.jobs_image, command=("python", "-m", "llmops.jobs.fetch_weights"),
-            # --full-verify: re-hash even a cached copy; the pin is checked on every start.
-            args=("--weights-uri", target["weights_uri"], "--dest", dest, "--weight-digest", target["weight_digest"],
-                  "--full-verify"),
-            env={"AWS_ENDPOINT_URL": env["AWS_ENDPOINT_URL"]}, secret_env=s3_secret_env(),
-        )
+        fetch = fetch_container(settings, target, model, s3_endpoint)
         job = podjobs.evaluation_pod_job(
             settings, hw, name=f"qualify-{target['role']}-{hw.name}", model_path=dest,
             served_model_name=f"{model}-v{target['version']}", evalset=evalset_config, experiment=EXPERIMENT,
@@ -192,6 +180,56 @@ def qualification_jobs(settings: Settings, hw: HardwareClass, *, model: str, tar
         )
         jobs.append(replace(job, init_containers=(fetch,)).to_dict())
     return jobs
+
+
+def fetch_container(settings: Settings, target: dict[str, str], model: str, s3_endpoint: str | None,
+                    name: str = "fetch-weights") -> Container:
+    """Init container: fetch a staged version into the model cache and re-verify its digest."""
+    return Container(
+        name=name, image=settings.jobs_image, command=("python", "-m", "llmops.jobs.fetch_weights"),
+        # --full-verify: re-hash even a cached copy; the pin is checked on every start.
+        args=("--weights-uri", target["weights_uri"], "--dest", model_dir(model, target["weight_digest"]),
+              "--weight-digest", target["weight_digest"], "--full-verify"),
+        env={"AWS_ENDPOINT_URL": s3_endpoint or ""}, secret_env=s3_secret_env(),
+    )
+
+
+def plan_canary(settings: Settings, *, model: str, stage_result: dict[str, Any], verdict: dict[str, Any],
+                spec: dict[str, Any], stop_before_last_step: bool = False, from_step: int = 0,
+                failures_so_far: int = 0, canary_extra_args: list[str] | None = None) -> list[dict[str, Any]]:
+    """The canary pod job (stable = champion, canary = candidate), or [] when there is no champion.
+
+    Runs on the default hardware class: traffic is split by a real proxy in front of two vLLM
+    servers, and the controller rolls back to 0% on a breach.
+    """
+    from airflow.sdk import BaseHook
+
+    from llmops.canary_pods import canary_pod_job
+
+    if verdict.get("champion_version") is None:
+        return []
+    tracking_uri = BaseHook.get_connection("llmops_mlflow").host
+    s3_endpoint = BaseHook.get_connection("llmops_s3").extra_dejson.get("endpoint_url")
+    reg = registry.ModelRegistry(tracking_uri)
+    champion = champion_target(reg, model)
+    if champion is None:
+        return []
+    candidate = {"role": "candidate", "version": str(stage_result["model_version"]),
+                 "weights_uri": stage_result["weights_uri"], "weight_digest": stage_result["weight_digest"]}
+    hw = load_hardware_class(settings.default_hardware_class, settings.hardware_configs_dir)
+    job = canary_pod_job(
+        settings, hw, stable_model_path=model_dir(model, champion["weight_digest"]),
+        canary_model_path=model_dir(model, candidate["weight_digest"]), served_model_name=model, spec=spec,
+        experiment=EXPERIMENT, model_stable=f"{model}@{champion['version']}",
+        model_canary=f"{model}@{candidate['version']}",
+        tags={"model": model, "model_version": candidate["version"], "champion_version": champion["version"],
+              "llmops.stage": "canary"},
+        canary_extra_args=canary_extra_args or (), from_step=from_step, failures_so_far=failures_so_far,
+        stop_before_last_step=stop_before_last_step, mlflow_tracking_uri=tracking_uri,
+    )
+    inits = (fetch_container(settings, champion, model, s3_endpoint, name="fetch-stable"),
+             fetch_container(settings, candidate, model, s3_endpoint, name="fetch-canary"))
+    return [replace(job, init_containers=inits).to_dict()]
 
 
 def champion_target(reg: registry.ModelRegistry, model: str) -> dict[str, str] | None:
@@ -253,7 +291,7 @@ def decide(settings: Settings, *, model: str, candidate_version: str, evalset_co
                                             champion.tags.get("pin.chat_template_hash"))
             champ_latency = _latency(hw_name, champ)
         verdict = gates.qualify(cand_scores, champ_scores, categories, _latency(hw_name, cand), champ_latency,
-                                hw.slo)
+                                hw.slo, gates.GateOptions(latency_tolerance=hw.slo.max_regression))
         verdicts[hw_name] = verdict
         _log_verdict(model, candidate_version, champion.version if champion else None, hw_name, verdict)
     passed = all(v.passed for v in verdicts.values())
