@@ -8,15 +8,19 @@ UV_VERSION := 0.13.9
 PY := $(VENV)/bin/python
 RUN := PYTHONPATH=plugins $(PY)
 
-.PHONY: up run down status serve test lint venv vllm-env models bench lock clean
+.PHONY: up run smoke down status serve test lint venv vllm-env models system-deps bench lock clean
 
 ## up: set everything up, start the platform and run the main job on it
-up: venv models
+up: venv models system-deps
 	$(RUN) -m llmops.embedded up
 	$(RUN) -m llmops.embedded run
+	$(RUN) -m llmops.embedded refresh-demo
 
-## run: run the main job again on the running platform
+## run: the refresh pipeline demo again on the running platform (smoke: the one-pod smoke test)
 run:
+	$(RUN) -m llmops.embedded refresh-demo
+
+smoke:
 	$(RUN) -m llmops.embedded run
 
 ## down: save the S3 data and stop every service
@@ -27,11 +31,11 @@ status:
 	$(RUN) -m llmops.embedded status
 
 ## serve: platform in the foreground until Ctrl-C
-serve: venv models
+serve: venv models system-deps
 	$(RUN) -m llmops.embedded serve
 
 ## test: set everything up and run the whole test suite
-test: venv models
+test: venv models system-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff check --select AIR dags plugins
 	$(RUN) -m pytest
@@ -46,6 +50,11 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
 	$(VENV)/bin/pip install -q uv==$(UV_VERSION)
 	$(VENV)/bin/uv pip install --python $(PY) -r requirements-dev.txt -c constraints.txt
 	touch $@
+
+# nginx splits canary traffic on the embedded default (Debian's nginx-light).
+system-deps:
+	@command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light)
 
 # vLLM lives in its own environment (a separate image in production).
 vllm-env:

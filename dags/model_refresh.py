@@ -1,5 +1,5 @@
 """
-### Model refresh: receive -> stage -> qualify -> (canary) -> promote
+### Model refresh: receive -> stage -> qualify -> canary -> promote
 
 A new checkpoint dropped in object storage (`s3://<drops>/<model>/<revision>/` with its
 `manifest.json` written last) becomes a qualified model version, or is stopped with the
@@ -18,16 +18,22 @@ reason named:
 4. **gate**: per category, fails when the drop against the champion exceeds its threshold and
    the paired-bootstrap 95% interval excludes zero; latency fails on the class SLO or a >10%
    regression. The verdict is logged to MLflow as JSON and a Markdown table.
-5. **promote**: a first model (no champion: nothing to canary against) becomes `champion`
-   at once; `deployments/<model>/current.json` records it with its history.
-
-The canary stage (weighted traffic through a real proxy, automatic rollback) and the
-promotion of a challenger over an existing champion are being built (issue 3): until then a
-qualified challenger keeps the `challenger` alias and the run says so.
+5. **canary** (over an existing champion): stable (champion) and canary (candidate) vLLM
+   servers behind a real proxy (nginx with weighted upstreams on the embedded default, the
+   Gateway API HTTPRoute in a cluster), replayed traffic, steps of weight and observation
+   window (default 5% -> 25% -> 50%). Each window compares canary with stable (error rate,
+   TTFT p95, quality of sampled answers); at the failure limit the canary weight goes to 0 at
+   once, the version is tagged `rejected` and the breach-to-rollback time is recorded. With
+   `require_approval` the run waits, holding no worker slot, for an approval in the Airflow UI
+   before the last step.
+6. **promote**: `champion` -> candidate, `previous` -> old champion (a first model is promoted
+   on its qualification: there is nothing to canary against), `deployments/<model>/current.json`
+   rewritten with its history. `model_rollback` undoes it in one run.
 """
 
 from __future__ import annotations
 
+from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import DAG, Param, task
 
 from llmops import dagkit, refresh, settings
@@ -59,6 +65,16 @@ with DAG(
                                   minItems=1, description="Hardware classes to qualify on"),
         "max_drop": Param(0.02, type="number", minimum=0, maximum=1,
                           description="Largest allowed per-category drop against the champion (absolute)"),
+        "canary_steps": Param([5, 25, 50], type="array", items={"type": "integer", "minimum": 1, "maximum": 100},
+                              minItems=1, description="Canary traffic weights (%), strictly increasing"),
+        "canary_window_s": Param(SETTINGS.canary_window_s, type="integer", minimum=5, maximum=86400,
+                                 description="Observation window of each canary step (seconds)"),
+        "canary_failure_limit": Param(2, type="integer", minimum=1, maximum=10,
+                                      description="Failed analyses before the canary is rolled back"),
+        "require_approval": Param(False, type="boolean",
+                                  description="Wait for an approval in the Airflow UI before the last canary step"),
+        "canary_vllm_args": Param([], type="array", items={"type": "string"},
+                                  description="Extra vLLM flags for the canary server only (test a config change)"),
     },
 ) as dag:
     receive = pod_job_task(refresh.receive_job(SETTINGS), task_id="receive")
@@ -93,17 +109,82 @@ with DAG(
         except refresh.GateFailed as exc:
             raise AirflowFailException(str(exc)) from exc  # a verdict, not a transient error: no retry
 
-    @task(task_id="promote")
-    def promote(verdict: dict, run_id: str | None = None, var: dict | None = None) -> dict:
-        """First model: champion at once. Over a champion: waits for the canary stage."""
-        from airflow.sdk import BaseHook, Variable
+    verdict = gate(stage.output, *qualify_outputs)
+    serving_hw = load_hardware_class(SETTINGS.default_hardware_class, SETTINGS.hardware_configs_dir)
 
-        if verdict["champion_version"] is not None:
-            return {"promoted": False, "challenger": verdict["candidate_version"],
-                    "reason": "a champion exists: promotion goes through the canary stage (issue 3, in progress)"}
+    @task(task_id="plan_canary")
+    def plan_canary(stage_result: dict, verdict: dict, params: dict | None = None) -> list[dict]:
+        """The canary pod (stable = champion, canary = candidate); none for a first model."""
+        spec = refresh.canary_spec(SETTINGS, weights=params["canary_steps"], window_s=params["canary_window_s"],
+                                   failure_limit=params["canary_failure_limit"])
+        return refresh.plan_canary(SETTINGS, model=params["model"], stage_result=stage_result, verdict=verdict,
+                                   spec=spec, stop_before_last_step=params["require_approval"],
+                                   canary_extra_args=params["canary_vllm_args"])
+
+    canary = mapped_pod_job_task(task_id="canary", pod_jobs=plan_canary(stage.output, verdict),
+                                 **pool_kwargs(serving_hw))
+
+    @task(task_id="check_canary")
+    def check_canary(stage_result: dict, results: list, params: dict | None = None) -> dict | None:
+        """A rolled-back canary fails the run here (a verdict: no retry) and tags the version rejected."""
+        from airflow.sdk import BaseHook
+        from airflow.sdk.exceptions import AirflowFailException
+
+        try:
+            return refresh.check_canary(params["model"], str(stage_result["model_version"]),
+                                        next(iter(results or []), None),
+                                        BaseHook.get_connection("llmops_mlflow").host)
+        except refresh.GateFailed as exc:
+            raise AirflowFailException(str(exc)) from exc
+
+    canary_result = check_canary(stage.output, canary.output)
+
+    @task.short_circuit(task_id="needs_approval", ignore_downstream_trigger_rules=False)
+    def needs_approval(result: dict | None) -> bool:
+        """Only a canary that stopped before its last step waits for a person."""
+        return bool(result) and result.get("outcome") == "awaiting_approval"
+
+    approve_last_step = ApprovalOperator(
+        task_id="approve_last_step",
+        subject="Promote the canary to its last step and then to champion?",
+        body="The canary passed every step but the last. Its per-step analysis is in MLflow "
+             "(experiment llmops-refresh, run tagged llmops.stage=canary).",
+        fail_on_reject=True,
+    )
+
+    @task(task_id="plan_canary_last_step")
+    def plan_canary_last_step(stage_result: dict, verdict: dict, result: dict,
+                              params: dict | None = None) -> list[dict]:
+        """The same canary, resumed at its last step after the approval."""
+        spec = refresh.canary_spec(SETTINGS, weights=params["canary_steps"], window_s=params["canary_window_s"],
+                                   failure_limit=params["canary_failure_limit"])
+        return refresh.plan_canary(SETTINGS, model=params["model"], stage_result=stage_result, verdict=verdict,
+                                   spec=spec, from_step=result["next_step"], failures_so_far=result["failures"],
+                                   canary_extra_args=params["canary_vllm_args"], name="canary-last-step")
+
+    planned_last = plan_canary_last_step(stage.output, verdict, canary_result)
+    canary_last = mapped_pod_job_task(task_id="canary_last_step", pod_jobs=planned_last,
+                                      **pool_kwargs(serving_hw))
+    last_result = check_canary.override(task_id="check_canary_last_step")(stage.output, canary_last.output)
+    needs_approval(canary_result) >> approve_last_step >> planned_last
+
+    @task(task_id="promote", trigger_rule="none_failed_min_one_success")
+    def promote(verdict: dict, canary: dict | None, canary_last: dict | None, run_id: str | None = None) -> dict:
+        """champion -> candidate, previous -> old champion, current.json with history.
+
+        A first model is promoted on its qualification; over a champion only a canary that
+        completed (weight 100) promotes.
+        """
+        from airflow.sdk import BaseHook, Variable
+        from airflow.sdk.exceptions import AirflowFailException
+
+        final = canary_last or canary
+        if verdict["champion_version"] is not None and (final or {}).get("outcome") != "promoted":
+            raise AirflowFailException(f"no completed canary for version {verdict['candidate_version']} "
+                                       f"(outcome: {(final or {}).get('outcome')}): not promoting")
         s3 = BaseHook.get_connection("llmops_s3").extra_dejson.get("endpoint_url")
         return refresh.promote(SETTINGS, model=verdict["model"], version=verdict["candidate_version"], run_id=run_id,
                                tracking_uri=BaseHook.get_connection("llmops_mlflow").host, s3_endpoint=s3,
                                models_bucket=Variable.get("llmops_bucket_models"))
 
-    promote(gate(stage.output, *qualify_outputs))
+    promote(verdict, canary_result, last_result)

@@ -141,10 +141,10 @@ class SloSpec(_Strict):
 
     ttft_p99_ms: float = Field(gt=0, description="p99 time to first token, milliseconds")
     tpot_p99_ms: float = Field(gt=0, description="p99 time per output token, milliseconds")
-    max_regression: float = Field(
+    max_regression: float | None = Field(
         default=0.10, ge=0,
         description="largest allowed p99 regression against the champion on this class (0.10 = 10%); "
-                    "raise it only for classes whose run-to-run noise is larger",
+                    "null: no relative check (only the SLO) on a class whose run-to-run noise is larger",
     )
 
 

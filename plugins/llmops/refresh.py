@@ -196,7 +196,8 @@ def fetch_container(settings: Settings, target: dict[str, str], model: str, s3_e
 
 def plan_canary(settings: Settings, *, model: str, stage_result: dict[str, Any], verdict: dict[str, Any],
                 spec: dict[str, Any], stop_before_last_step: bool = False, from_step: int = 0,
-                failures_so_far: int = 0, canary_extra_args: list[str] | None = None) -> list[dict[str, Any]]:
+                failures_so_far: int = 0, canary_extra_args: list[str] | None = None,
+                name: str = "canary") -> list[dict[str, Any]]:
     """The canary pod job (stable = champion, canary = candidate), or [] when there is no champion.
 
     Runs on the default hardware class: traffic is split by a real proxy in front of two vLLM
@@ -225,11 +226,47 @@ def plan_canary(settings: Settings, *, model: str, stage_result: dict[str, Any],
         tags={"model": model, "model_version": candidate["version"], "champion_version": champion["version"],
               "llmops.stage": "canary"},
         canary_extra_args=canary_extra_args or (), from_step=from_step, failures_so_far=failures_so_far,
-        stop_before_last_step=stop_before_last_step, mlflow_tracking_uri=tracking_uri,
+        stop_before_last_step=stop_before_last_step, mlflow_tracking_uri=tracking_uri, name=name,
+        exit_zero_on_rollback=True,  # a rollback is a verdict: check_canary fails the run without a retry
     )
     inits = (fetch_container(settings, champion, model, s3_endpoint, name="fetch-stable"),
              fetch_container(settings, candidate, model, s3_endpoint, name="fetch-canary"))
     return [replace(job, init_containers=inits).to_dict()]
+
+
+def canary_spec(settings: Settings, *, weights: list[int], window_s: int, failure_limit: int) -> dict[str, Any]:
+    """The canary spec of a run (validated): its steps, and thresholds suited to the serving class.
+
+    The TTFT ratio allowed between canary and stable follows the class's measured noise
+    (``slo.max_regression``), never tighter than 1.2x.
+    """
+    from llmops.canary import CanarySpec
+
+    hw = load_hardware_class(settings.default_hardware_class, settings.hardware_configs_dir)
+    spec = CanarySpec.from_dict({
+        "steps": [{"weight": int(w), "window_s": float(window_s)} for w in weights],
+        "failure_limit": int(failure_limit),
+        # No relative latency check on a noisy class: TTFT then only fails when 10x worse.
+        "max_ttft_p95_ratio": max(1.2, 1.0 + hw.slo.max_regression) if hw.slo.max_regression is not None else 10.0,
+        # Windows on the embedded default are short: ask for fewer requests per decision.
+        "min_requests": 10 if window_s < 60 else 50,
+    })
+    return spec.to_dict()
+
+
+def check_canary(model: str, candidate_version: str, result: dict[str, Any] | None,
+                 tracking_uri: str) -> dict[str, Any] | None:
+    """Fail the run (tagging the version ``rejected``) when the canary rolled back."""
+    if result is None:
+        return None
+    if result.get("outcome") == "rolled_back":
+        reasons = "; ".join(result.get("reasons", [])) or "canary analysis failed"
+        registry.ModelRegistry(tracking_uri).tag(model, candidate_version, {
+            registry.STATUS_TAG: "rejected", "llmops.canary_reasons": reasons[:4000],
+            "llmops.breach_to_rollback_s": str(result.get("breach_to_rollback_s"))})
+        raise GateFailed(f"canary of {model} version {candidate_version} rolled back to 0% "
+                         f"(breach to rollback {result.get('breach_to_rollback_s')} s): {reasons}")
+    return result
 
 
 def champion_target(reg: registry.ModelRegistry, model: str) -> dict[str, str] | None:
@@ -289,9 +326,10 @@ def decide(settings: Settings, *, model: str, candidate_version: str, evalset_co
             champ_scores = load_item_scores(champ["mlflow_run_id"], champ["evalset_revision"],
                                             champion.tags.get("pin.tokenizer_hash"),
                                             champion.tags.get("pin.chat_template_hash"))
-            champ_latency = _latency(hw_name, champ)
+            # A class too noisy for a relative latency check is judged on its SLO alone.
+            champ_latency = _latency(hw_name, champ) if hw.slo.max_regression is not None else None
         verdict = gates.qualify(cand_scores, champ_scores, categories, _latency(hw_name, cand), champ_latency,
-                                hw.slo, gates.GateOptions(latency_tolerance=hw.slo.max_regression))
+                                hw.slo, gates.GateOptions(latency_tolerance=hw.slo.max_regression or 0.0))
         verdicts[hw_name] = verdict
         _log_verdict(model, candidate_version, champion.version if champion else None, hw_name, verdict)
     passed = all(v.passed for v in verdicts.values())

@@ -54,6 +54,7 @@ class Settings:
     default_hardware_class: str
     refresh_hardware_classes: tuple[str, ...]
     drop_poll_interval_s: float
+    canary_window_s: int
     local_runtimes: dict[str, Path] = field(default_factory=dict)
 
     @property
@@ -99,6 +100,7 @@ def load(environ: dict[str, str] | None = None) -> Settings:
         service_account=env.get("LLMOPS_K8S_SERVICE_ACCOUNT", "llmops-jobs"),
         default_hardware_class=env.get("LLMOPS_DEFAULT_HARDWARE_CLASS", "cpu"),
         drop_poll_interval_s=float(env.get("LLMOPS_DROP_POLL_INTERVAL_S", "30")),
+        canary_window_s=int(env.get("LLMOPS_CANARY_WINDOW_S", "300")),
         # Classes the refresh pipeline can qualify on (one task group each, with its pool).
         refresh_hardware_classes=tuple(
             c.strip() for c in env.get("LLMOPS_REFRESH_HARDWARE_CLASSES",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -35,8 +36,8 @@ def _dag():
     return bag.dags["model_refresh"]
 
 
-def test_first_drop_is_promoted_and_a_degraded_drop_is_blocked_at_qualify(airflow_db, platform, models_dir,
-                                                                         vllm_runtime) -> None:
+def test_refresh_promotes_blocks_canaries_and_rolls_back(airflow_db, platform, models_dir, vllm_runtime,
+                                                         tmp_path: Path) -> None:
     from llmops import storage
     from llmops.embedded import s3state
     from llmops.registry import ModelRegistry
@@ -81,3 +82,32 @@ def test_first_drop_is_promoted_and_a_degraded_drop_is_blocked_at_qualify(airflo
     verdict = json.loads(Path(mlflow.artifacts.download_artifacts(run_id=gate_runs[0].info.run_id,
                                                                   artifact_path="gate/verdict.json")).read_text())
     assert verdict["passed"] is False
+
+    # A better checkpoint qualifies against the champion, is canaried through nginx and promoted.
+    canary = {"canary_steps": [25, 50], "canary_window_s": 10}
+    promoted = dag.test(run_conf={"model": model, "drop_uri": _publish(models_dir / "better", model, "r3"),
+                                  "hardware_classes": ["cpu"], **canary})
+    assert promoted.state == "success", {ti.task_id: ti.state for ti in promoted.get_task_instances()}
+    assert registry.by_alias(model, "champion").version == "3"
+    assert registry.by_alias(model, "previous").version == "1"
+    current = storage.read_json(s3, "llmops-models", f"deployments/{model}/current.json")
+    assert current["version"] == "3" and [h["version"] for h in current["history"]] == ["1"]
+    canary_runs = mlflow.search_runs(experiment_names=["llmops-refresh"], output_format="list",
+                                     filter_string=f"tags.`llmops.stage` = 'canary' and tags.model = '{model}'")
+    assert [r.data.tags["outcome"] for r in canary_runs] == ["promoted"]
+
+    # The same weights repackaged (a new drop) with a canary config that breaks every request:
+    # rolled back automatically to 0%, the version rejected, the champion untouched.
+    repackaged = tmp_path / "repackaged"
+    shutil.copytree(models_dir / "better", repackaged)
+    (repackaged / "README.md").write_text("repackaged drop\n")
+    breached = dag.test(run_conf={"model": model, "drop_uri": _publish(repackaged, model, "r4"),
+                                  "hardware_classes": ["cpu"], "canary_vllm_args": ["--max-model-len", "16"],
+                                  **canary})
+    assert breached.state == "failed"
+    assert {ti.task_id for ti in breached.get_task_instances() if ti.state == "failed"} == {"check_canary"}
+    rejected = registry.get(model, "4")
+    assert rejected.tags["llmops.status"] == "rejected"
+    assert float(rejected.tags["llmops.breach_to_rollback_s"]) < 5
+    assert "error_rate" in rejected.tags["llmops.canary_reasons"]
+    assert registry.by_alias(model, "champion").version == "3"

@@ -303,4 +303,4 @@ def test_relative_latency_tolerance_defaults_to_ten_percent_and_is_per_class() -
     configs = settings_mod.load().hardware_configs_dir
     assert load_hardware_class("h100x1", configs).slo.max_regression == 0.10
     # The shared-CPU class documents its larger run-to-run noise instead of hiding it in the gate.
-    assert load_hardware_class("cpu", configs).slo.max_regression > 1.0
+    assert load_hardware_class("cpu", configs).slo.max_regression is None
