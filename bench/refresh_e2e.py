@@ -60,16 +60,10 @@ def main() -> int:
         shutil.rmtree(session, ignore_errors=True)
 
 
-def _publish(folder: Path, model: str, revision: str) -> str:
-    env = {**os.environ, "LLMOPS_XCOM_DIR": str(folder.parent / f"xcom-{revision}")}
-    subprocess.run([sys.executable, "-m", "llmops.jobs.publish_drop", str(folder), "--model", model,
-                    "--revision", revision, "--exclude", "maker.json"], check=True, env=env, cwd=ROOT,
-                   capture_output=True)
-    return f"s3://llmops-drops/{model}/{revision}/"
-
-
 def _run(session: Path) -> int:
     from airflow.dag_processing.dagbag import DagBag
+
+    from llmops.embedded.scenario import publish
 
     models = Path(os.environ["LLMOPS_MODELS_DIR"]) / "tiny-chat"
     repackaged = session / "repackaged"
@@ -82,7 +76,8 @@ def _run(session: Path) -> int:
              ("canary breach (rolled back)", repackaged, {"canary_vllm_args": ["--max-model-len", "16"]}, WINDOW_S)]
     print(f"{'run':<44} {'state':<8} {'wall s':>7} {'- windows':>10} {'tasks s':>8} {'wall/tasks':>10}")
     for i, (label, folder, extra, windows) in enumerate(cases, start=1):
-        conf = {"model": model, "drop_uri": _publish(folder, model, f"r{i}"), "hardware_classes": ["cpu"],
+        drop = publish(folder, model, f"r{i}", os.environ["LLMOPS_VLLM_IMAGE"], session)
+        conf = {"model": model, "drop_uri": drop["drop_uri"], "hardware_classes": ["cpu"],
                 "canary_steps": STEPS, "canary_window_s": WINDOW_S, **extra}
         started = time.monotonic()
         run = dag.test(run_conf=conf)

@@ -62,3 +62,15 @@ def platform(session_dir: Path) -> Iterator[EmbeddedPlatform]:
             service.stop()
         os.environ.clear()
         os.environ.update(saved)
+
+
+@pytest.fixture
+def publish(tmp_path: Path):
+    """Publish a model folder as a weight drop on the session's S3 endpoint; returns the drop URI."""
+    from llmops.embedded.scenario import publish as publish_drop
+
+    def _publish(folder: Path, model: str, revision: str,
+                 image: str = "docker.io/vllm/vllm-openai@sha256:" + "5e" * 32) -> str:
+        return publish_drop(folder, model, revision, image, tmp_path)["drop_uri"]
+
+    return _publish

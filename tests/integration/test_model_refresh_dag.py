@@ -4,10 +4,7 @@ real vLLM on the CPU, a real MLflow server and registry, a real S3 endpoint."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -16,16 +13,6 @@ import pytest
 pytestmark = [pytest.mark.integration, pytest.mark.vllm]
 
 ROOT = Path(__file__).resolve().parents[2]
-PINNED_VLLM_IMAGE = "docker.io/vllm/vllm-openai@sha256:" + "5e" * 32
-
-
-def _publish(checkpoint: Path, model: str, revision: str) -> str:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "plugins"), "LLMOPS_VLLM_IMAGE": PINNED_VLLM_IMAGE,
-           "LLMOPS_XCOM_DIR": str(Path(os.environ["LLMOPS_DATA_DIR"]) / "publish" / revision)}
-    subprocess.run([sys.executable, "-m", "llmops.jobs.publish_drop", str(checkpoint), "--model", model,
-                    "--revision", revision, "--exclude", "maker.json"], check=True, env=env, cwd=ROOT,
-                   capture_output=True)
-    return f"s3://llmops-drops/{model}/{revision}/"
 
 
 def _dag():
@@ -36,7 +23,7 @@ def _dag():
     return bag.dags["model_refresh"]
 
 
-def test_refresh_promotes_blocks_canaries_and_rolls_back(airflow_db, platform, models_dir, vllm_runtime,
+def test_refresh_promotes_blocks_canaries_and_rolls_back(airflow_db, platform, models_dir, vllm_runtime, publish,
                                                          tmp_path: Path) -> None:
     from llmops import storage
     from llmops.embedded import s3state
@@ -47,7 +34,7 @@ def test_refresh_promotes_blocks_canaries_and_rolls_back(airflow_db, platform, m
     dag = _dag()
 
     # A first model ever: qualified on absolute minimums, promoted at once (nothing to canary against).
-    first = dag.test(run_conf={"model": model, "drop_uri": _publish(models_dir / "good", model, "r1"),
+    first = dag.test(run_conf={"model": model, "drop_uri": publish(models_dir / "good", model, "r1"),
                                "hardware_classes": ["cpu"]})
     assert first.state == "success"
     champion = registry.by_alias(model, "champion")
@@ -59,7 +46,7 @@ def test_refresh_promotes_blocks_canaries_and_rolls_back(airflow_db, platform, m
     assert current["history"] == []
 
     # A degraded checkpoint (reverse answers broken) is blocked at the gate, naming the category.
-    blocked = dag.test(run_conf={"model": model, "drop_uri": _publish(models_dir / "degraded", model, "r2"),
+    blocked = dag.test(run_conf={"model": model, "drop_uri": publish(models_dir / "degraded", model, "r2"),
                                  "hardware_classes": ["cpu"]})
     assert blocked.state == "failed"
     failed = {ti.task_id for ti in blocked.get_task_instances() if ti.state == "failed"}
@@ -85,7 +72,7 @@ def test_refresh_promotes_blocks_canaries_and_rolls_back(airflow_db, platform, m
 
     # A better checkpoint qualifies against the champion, is canaried through nginx and promoted.
     canary = {"canary_steps": [25, 50], "canary_window_s": 10}
-    promoted = dag.test(run_conf={"model": model, "drop_uri": _publish(models_dir / "better", model, "r3"),
+    promoted = dag.test(run_conf={"model": model, "drop_uri": publish(models_dir / "better", model, "r3"),
                                   "hardware_classes": ["cpu"], **canary})
     assert promoted.state == "success", {ti.task_id: ti.state for ti in promoted.get_task_instances()}
     assert registry.by_alias(model, "champion").version == "3"
@@ -101,9 +88,11 @@ def test_refresh_promotes_blocks_canaries_and_rolls_back(airflow_db, platform, m
     repackaged = tmp_path / "repackaged"
     shutil.copytree(models_dir / "better", repackaged)
     (repackaged / "README.md").write_text("repackaged drop\n")
-    breached = dag.test(run_conf={"model": model, "drop_uri": _publish(repackaged, model, "r4"),
+    # failure_limit 1: the first failing window aborts (with 2, a second window confirms the breach
+    # first, and breach-to-rollback then includes that window).
+    breached = dag.test(run_conf={"model": model, "drop_uri": publish(repackaged, model, "r4"),
                                   "hardware_classes": ["cpu"], "canary_vllm_args": ["--max-model-len", "16"],
-                                  **canary})
+                                  "canary_failure_limit": 1, **canary})
     assert breached.state == "failed"
     assert {ti.task_id for ti in breached.get_task_instances() if ti.state == "failed"} == {"check_canary"}
     rejected = registry.get(model, "4")

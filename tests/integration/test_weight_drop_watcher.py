@@ -14,7 +14,6 @@ import pytest
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-PINNED_VLLM_IMAGE = "docker.io/vllm/vllm-openai@sha256:" + "7a" * 32
 
 
 @pytest.fixture
@@ -28,20 +27,13 @@ def checkpoint(tmp_path: Path) -> Path:
     return folder
 
 
-def _publish(folder: Path, model: str, revision: str) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "plugins"), "LLMOPS_VLLM_IMAGE": PINNED_VLLM_IMAGE,
-           "LLMOPS_XCOM_DIR": str(folder.parent / f"xcom-{revision}")}
-    subprocess.run([sys.executable, "-m", "llmops.jobs.publish_drop", str(folder), "--model", model,
-                    "--revision", revision], check=True, env=env, cwd=ROOT, capture_output=True)
-
-
-def test_drops_are_claimed_once_and_redelivery_is_ignored(platform, checkpoint: Path) -> None:
+def test_drops_are_claimed_once_and_redelivery_is_ignored(platform, checkpoint: Path, publish) -> None:
     from llmops.drop_watch import claim, unclaimed
     from llmops.embedded import s3state
 
     s3 = s3state.client(platform.endpoints.s3_url)
     model = f"watch-{uuid.uuid4().hex[:8]}"
-    _publish(checkpoint, model, "r1")
+    publish(checkpoint, model, "r1")
     mine = [d for d in unclaimed(s3, "llmops-drops") if d.model == model]
     assert [d.revision for d in mine] == ["r1"]
     drop = mine[0]
@@ -49,7 +41,7 @@ def test_drops_are_claimed_once_and_redelivery_is_ignored(platform, checkpoint: 
     assert claim(s3, drop, "test") is True
     assert claim(s3, drop, "another watcher") is False, "a claim is taken exactly once"
     # The same weights delivered again under another revision are the same drop.
-    _publish(checkpoint, model, "r2")
+    publish(checkpoint, model, "r2")
     assert [d for d in unclaimed(s3, "llmops-drops") if d.model == model] == []
     # A manifest that cannot be parsed is still found, so receive rejects it loudly.
     s3.put_object(Bucket="llmops-drops", Key=f"{model}/broken/manifest.json", Body=b"{not json")
@@ -58,7 +50,7 @@ def test_drops_are_claimed_once_and_redelivery_is_ignored(platform, checkpoint: 
     assert claim(s3, broken, "test")
 
 
-def test_trigger_fires_when_a_drop_arrives(platform, checkpoint: Path) -> None:
+def test_trigger_fires_when_a_drop_arrives(platform, checkpoint: Path, publish) -> None:
     from llmops.drop_sensor import NewWeightDropTrigger
     from llmops.drop_watch import claim, unclaimed
     from llmops.embedded import s3state
@@ -74,7 +66,7 @@ def test_trigger_fires_when_a_drop_arrives(platform, checkpoint: Path) -> None:
         waiting = asyncio.ensure_future(runner.__anext__())
         await asyncio.sleep(1.5)
         assert not waiting.done(), "nothing new yet: the trigger keeps waiting"
-        await asyncio.to_thread(_publish, checkpoint, model, "r1")
+        await asyncio.to_thread(publish, checkpoint, model, "r1")
         event = await asyncio.wait_for(waiting, timeout=30)
         return event.payload
 
@@ -84,7 +76,7 @@ def test_trigger_fires_when_a_drop_arrives(platform, checkpoint: Path) -> None:
     assert classpath == "llmops.drop_sensor.NewWeightDropTrigger" and kwargs["bucket"] == "llmops-drops"
 
 
-def test_watcher_dag_triggers_one_refresh_run_per_new_drop(airflow_db, platform, checkpoint: Path) -> None:
+def test_watcher_dag_triggers_one_refresh_run_per_new_drop(airflow_db, platform, checkpoint: Path, publish) -> None:
     from airflow.dag_processing.dagbag import DagBag
     from airflow.models.dagrun import DagRun
 
@@ -95,7 +87,7 @@ def test_watcher_dag_triggers_one_refresh_run_per_new_drop(airflow_db, platform,
     for drop in unclaimed(s3, "llmops-drops"):
         claim(s3, drop, "test setup")
     model = f"dag-{uuid.uuid4().hex[:8]}"
-    _publish(checkpoint, model, "r1")
+    publish(checkpoint, model, "r1")
 
     # model_refresh must be known to the metadata DB before a run of it can be triggered,
     # as the dag-processor would have done.
@@ -111,7 +103,7 @@ def test_watcher_dag_triggers_one_refresh_run_per_new_drop(airflow_db, platform,
     assert unclaimed(s3, "llmops-drops") == []
 
     # The same weights re-delivered: the next watcher run waits instead of starting a refresh.
-    _publish(checkpoint, model, "r2")
+    publish(checkpoint, model, "r2")
     assert unclaimed(s3, "llmops-drops") == []
     runs = [r for r in DagRun.find(dag_id="model_refresh") if r.run_id.startswith(f"drop__{model}__")]
     assert len(runs) == 1

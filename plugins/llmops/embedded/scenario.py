@@ -45,13 +45,15 @@ STEPS = (
 )
 
 
-def publish(platform: EmbeddedPlatform, checkpoint: Path, revision: str, vllm_image: str) -> dict:
-    """Publish ``checkpoint`` as a weight drop (what a training pipeline would do)."""
-    xcom_dir = platform.data_dir / "scenario" / revision
-    env = {**os.environ, **platform.s3_env(), "PYTHONPATH": str(PROJECT_ROOT / "plugins"),
+def publish(checkpoint: Path, model: str, revision: str, vllm_image: str, work_dir: Path,
+            extra_env: dict[str, str] | None = None) -> dict:
+    """Publish ``checkpoint`` as a weight drop (what a training pipeline would do); return its result."""
+    xcom_dir = work_dir / f"publish-{model}-{revision}"
+    env = {**os.environ, **(extra_env or {}), "PYTHONPATH": str(PROJECT_ROOT / "plugins"),
            "LLMOPS_VLLM_IMAGE": vllm_image, "LLMOPS_XCOM_DIR": str(xcom_dir)}
-    subprocess.run([sys.executable, "-m", "llmops.jobs.publish_drop", str(checkpoint), "--model", MODEL,
-                    "--revision", revision, "--exclude", "maker.json"], check=True, env=env, cwd=PROJECT_ROOT)
+    subprocess.run([sys.executable, "-m", "llmops.jobs.publish_drop", str(checkpoint), "--model", model,
+                    "--revision", revision, "--exclude", "maker.json"], check=True, env=env, cwd=PROJECT_ROOT,
+                   capture_output=True)
     return json.loads((xcom_dir / "return.json").read_text())
 
 
@@ -79,7 +81,8 @@ def run(platform: EmbeddedPlatform, api: AirflowApi, vllm_image: str, models_dir
     ok = True
     airflow, mlflow = platform.endpoints.airflow_url, platform.endpoints.mlflow_url
     for step in STEPS:
-        drop = publish(platform, models_dir / step.checkpoint, f"{step.checkpoint}-{stamp}", vllm_image)
+        drop = publish(models_dir / step.checkpoint, MODEL, f"{step.checkpoint}-{stamp}", vllm_image,
+                       platform.data_dir / "scenario", platform.s3_env())
         print(f"\n== drop {drop['drop_uri']} ({step.checkpoint}): {step.story}", flush=True)
         run_id = wait_for_refresh_run(api, drop["weight_digest"])
         state = api._request("GET", f"/api/v2/dags/{REFRESH}/dagRuns/{run_id}")["state"]

@@ -254,23 +254,15 @@ def _native_sidecar(container: Container, ports: Mapping[str, int],
                     mounts: list[k8s.V1VolumeMount]) -> k8s.V1Container:
     probe = container.readiness_probe
     port = ports[probe.port_env] if probe else None
-    return k8s.V1Container(
-        name=container.name,
-        image=container.image,
-        command=list(container.command),
-        args=list(container.args),
-        env=_env(container, ports),
-        resources=_resources(container.resources),
-        ports=_container_ports(container, ports),
-        volume_mounts=list(mounts),
-        # restartPolicy Always on an init container is what makes it a native sidecar: it
-        # starts before the main container, keeps running beside it and is stopped after it.
-        restart_policy="Always",
-        startup_probe=_http_probe(probe, port, startup=True) if probe and port else None,
-        readiness_probe=_http_probe(probe, port, startup=False) if probe and port else None,
-        security_context=container_security_context(),
-        termination_message_policy="FallbackToLogsOnError",
-    )
+    sidecar = _init_container(container, ports, mounts)
+    sidecar.ports = _container_ports(container, ports)
+    # restartPolicy Always on an init container is what makes it a native sidecar: it
+    # starts before the main container, keeps running beside it and is stopped after it.
+    sidecar.restart_policy = "Always"
+    if probe and port:
+        sidecar.startup_probe = _http_probe(probe, port, startup=True)
+        sidecar.readiness_probe = _http_probe(probe, port, startup=False)
+    return sidecar
 
 
 def _init_container(container: Container, ports: Mapping[str, int],
