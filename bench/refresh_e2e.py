@@ -73,7 +73,8 @@ def _run(session: Path) -> int:
     model = f"bench-{uuid.uuid4().hex[:6]}"
     cases = [("first drop (qualify, promote)", models / "good", {}, 0),
              ("better drop (qualify x2, canary, promote)", models / "better", {}, WINDOW_S * len(STEPS)),
-             ("canary breach (rolled back)", repackaged, {"canary_vllm_args": ["--max-model-len", "16"]}, WINDOW_S)]
+             ("canary breach (rolled back)", repackaged,
+              {"canary_vllm_args": ["--max-model-len", "16"], "canary_failure_limit": 1}, WINDOW_S)]
     print(f"{'run':<44} {'state':<8} {'wall s':>7} {'- windows':>10} {'tasks s':>8} {'wall/tasks':>10}")
     for i, (label, folder, extra, windows) in enumerate(cases, start=1):
         drop = publish(folder, model, f"r{i}", os.environ["LLMOPS_VLLM_IMAGE"], session)
