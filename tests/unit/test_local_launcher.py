@@ -20,6 +20,9 @@ def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> LocalPodRunner:
     monkeypatch.setenv("LLMOPS_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("LLMOPS_MODELS_DIR", str(tmp_path / "models"))
     monkeypatch.setenv("LLMOPS_SECRETS_DIR", str(tmp_path / "secrets"))
+    # The jobs image these pods name, whatever an earlier test (or the shell) configured.
+    monkeypatch.setenv("LLMOPS_JOBS_IMAGE", JOBS_IMAGE)
+    monkeypatch.delenv("LLMOPS_LOCAL_RUNTIMES", raising=False)
     return LocalPodRunner(settings_mod.load())
 
 
