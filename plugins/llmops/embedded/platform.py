@@ -136,7 +136,7 @@ class EmbeddedPlatform:
             "LLMOPS_DATA_DIR": str(self.data_dir),
             "LLMOPS_LAUNCHER": "local",
             # Short canary windows on a laptop; production keeps minutes (the default, 300 s).
-            "LLMOPS_CANARY_WINDOW_S": os.environ.get("LLMOPS_CANARY_WINDOW_S", "20"),
+            "LLMOPS_CANARY_WINDOW_S": os.environ.get("LLMOPS_CANARY_WINDOW_S", "30"),
             "MLFLOW_TRACKING_URI": self.endpoints.mlflow_url,
             **self.local_images(),
             **self.s3_env(),
