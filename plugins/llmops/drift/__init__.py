@@ -1,0 +1,11 @@
+"""Weekly eval drift: series of the production model's eval scores, drift analysis and the report.
+
+* :mod:`llmops.drift.analysis` (pure): per category, deltas against last week and against the
+  champion's qualification baseline with paired-bootstrap intervals, the trend over the last
+  N weeks, and the drift verdicts.
+* :mod:`llmops.drift.series` (pure): weekly eval runs grouped into series keyed by eval-set
+  content hash (a changed eval set starts a new series).
+* :mod:`llmops.drift.failures` (pure): the failure-case review lists.
+* :mod:`llmops.drift.report` (pure rendering): the Markdown summary and the HTML page with charts.
+* :mod:`llmops.drift.history` (I/O): weekly runs, per-item results and baselines from MLflow.
+"""
