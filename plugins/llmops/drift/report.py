@@ -289,3 +289,33 @@ def chart_svg(s: SeriesDrift) -> str:
 
 def _legend(c: CategoryDrift) -> str:
     return f"{c.category} (drift)" if c.drifted else c.category
+
+
+# -- MLflow metrics --------------------------------------------------------------------------
+
+def metric_prefix(alias: str) -> str:
+    """``drift`` for the champion (the production model's chart), ``drift_<alias>`` for other aliases."""
+    return "drift" if alias == "champion" else f"drift_{alias}"
+
+
+def report_metrics(report: DriftReport) -> dict[str, float]:
+    """Metrics under stable names, so the MLflow UI charts the same series week after week.
+
+    ``drift/<evalset>/<category>/score`` (+ ``_ci_low``/``_ci_high``), ``.../delta_week``,
+    ``.../delta_baseline``, ``.../vs_previous`` (when measured), ``.../drifted`` (0/1), and
+    ``drift/alerts`` (the number of alerts); other aliases under ``drift_<alias>/``.
+    """
+    metrics: dict[str, float] = {"drift/alerts": float(len(report.alerts))}
+    for s in report.series:
+        for c in s.categories:
+            base = f"{metric_prefix(s.alias)}/{s.evalset}/{c.category}"
+            metrics[f"{base}/score"] = c.current.mean
+            metrics[f"{base}/score_ci_low"] = c.current.ci_low
+            metrics[f"{base}/score_ci_high"] = c.current.ci_high
+            metrics[f"{base}/drifted"] = float(c.drifted)
+            for name, comp in (("delta_week", c.week), ("delta_baseline", c.baseline), ("vs_previous", c.vs_previous)):
+                if comp is not None and comp.delta is not None:
+                    metrics[f"{base}/{name}"] = comp.delta
+            if c.trend.slope_per_week is not None:
+                metrics[f"{base}/trend_per_week"] = c.trend.slope_per_week
+    return metrics

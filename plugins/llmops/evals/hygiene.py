@@ -132,7 +132,8 @@ def check_evalset(config_path: Path, *, size_range: tuple[int, int] = SIZE_RANGE
                        "the YAML needs 'name', 'file' and 'categories'; see docs/eval-drift.md")
     data = config_path.parent / str(config["file"])
     if not data.exists():
-        return _failed(config_path, data, str(config["name"]), "file_exists", "the JSONL file named by 'file' is missing")
+        return _failed(config_path, data, str(config["name"]), "file_exists",
+                       "the JSONL file named by 'file' is missing")
     declared = sorted((config.get("categories") or {}).keys())
     rows, checks = read_rows(data)
     categories: dict[str, int] = {}
