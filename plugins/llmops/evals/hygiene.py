@@ -191,9 +191,16 @@ def _gx_checks(rows: list[dict[str, Any]], declared: list[str], size_range: tupl
     context = gx.get_context(mode="ephemeral")
     batch = (context.data_sources.add_pandas("evalsets").add_dataframe_asset("items")
              .add_batch_definition_whole_dataframe("whole").get_batch(batch_parameters={"dataframe": frame}))
+    # One validation of the whole suite (GX computes shared metrics once); each expectation
+    # carries its index in ``meta`` to find its result again.
+    expectation_suite = gx.ExpectationSuite(name="evalset_hygiene")
+    for index, (expectation, _, _) in enumerate(suite):
+        expectation.meta = {"index": index}
+        expectation_suite.add_expectation(expectation)
+    by_index = {int(r.expectation_config.meta["index"]): r for r in batch.validate(expectation_suite).results}
     checks = []
-    for expectation, column, level in suite:
-        result = batch.validate(expectation)
+    for index, (expectation, column, level) in enumerate(suite):
+        result = by_index[index]
         checks.append(HygieneCheck(check=expectation.expectation_type, column=column, passed=bool(result.success),
                                    level=level, detail="" if result.success else
                                    _detail(frame, expectation, column, result.result, size_range)))
