@@ -55,6 +55,9 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
 system-deps:
 	@command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light)
+	@# Headless Chromium renders the weekly drift report's HTML in the tests (a screenshot).
+	@command -v chromium >/dev/null 2>&1 || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
 # vLLM lives in its own environment (a separate image in production).
 vllm-env:
