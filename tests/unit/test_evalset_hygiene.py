@@ -117,3 +117,18 @@ def test_hygiene_job_exits_2_naming_the_file_and_check(tmp_path: Path) -> None:
     unknown = subprocess.run([sys.executable, "-m", "llmops.jobs.drift_hygiene", "--evalsets-dir", str(sets),
                               "--only", "nope"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert unknown.returncode == 2 and "['nope'] not found" in unknown.stdout + unknown.stderr
+
+
+def test_weekly_set_regenerates_byte_for_byte_and_shares_no_prompt_with_the_held_out_set(tmp_path: Path) -> None:
+    from llmops.drift.make_evalset import main as make_evalset
+    from llmops.evals.evalset import load_evalset
+
+    out = tmp_path / "weekly.jsonl"
+    assert make_evalset(["--out", str(out)]) == 0
+    shipped = ROOT / "include" / "evalsets" / "tiny_chat_weekly_v1.jsonl"
+    assert out.read_bytes() == shipped.read_bytes()
+    weekly = load_evalset(shipped.with_suffix(".yaml"))
+    held_out = load_evalset(ROOT / "include" / "evalsets" / "synthetic_chat_v1.yaml")
+    prompts = {m["content"] for i in weekly.items for m in i.messages}
+    assert prompts.isdisjoint({m["content"] for i in held_out.items for m in i.messages})
+    assert {c: len(v) for c, v in weekly.by_category().items()} == {c: 50 for c in held_out.categories}
