@@ -1,0 +1,62 @@
+"""
+### Corpus parser-version watcher
+
+Every 30 minutes, compares the active parser configuration (Airflow variable
+`llmops_corpus_parser_version`, a file `include/corpus/parsers/<version>.yaml`) with the parser
+version of the live corpus snapshot (`corpus/main/current.json`). When they differ, and this
+version was not announced yet, it emits an event on the parser-config asset
+(`llmops-corpus-parser-config`): `corpus_reingest` is scheduled on it, so a parser upgrade
+re-ingests the corpus once, through the schema checks, without anyone remembering to.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import DAG, CronTriggerTimetable, task
+
+from llmops import dagkit
+from llmops.corpus.assets import CORPUS_NAME, PARSER_CONFIG_ASSET, PARSER_VERSION_VARIABLE
+
+ANNOUNCED_VARIABLE = "llmops_corpus_parser_announced"
+
+with DAG(
+    dag_id="corpus_parser_watch",
+    description="Trigger corpus re-ingestion when the active parser version differs from the live snapshot's",
+    schedule=CronTriggerTimetable("*/30 * * * *", timezone="UTC"),
+    start_date=dagkit.START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    tags=dagkit.tags("corpus"),
+    default_args=dagkit.default_args(),
+    doc_md=__doc__,
+) as dag:
+
+    @task.short_circuit(task_id="parser_changed")
+    def parser_changed() -> bool:
+        """True when the active parser version is neither live nor already announced."""
+        import boto3
+        from airflow.sdk import BaseHook, Variable
+
+        from llmops.corpus import ingest
+        from llmops.corpus.config import load_parser_config
+
+        active = Variable.get(PARSER_VERSION_VARIABLE, default="v1")
+        load_parser_config(active)  # a variable naming no configuration fails here, loudly
+        s3_extra = BaseHook.get_connection("llmops_s3").extra_dejson
+        s3 = boto3.client("s3", endpoint_url=s3_extra.get("endpoint_url") or None,
+                          region_name=s3_extra.get("region_name") or None)
+        pointer, _ = ingest.read_pointer(s3, Variable.get("llmops_bucket_corpus"), CORPUS_NAME)
+        live = (pointer or {}).get("parser_version")
+        announced = Variable.get(ANNOUNCED_VARIABLE, default=None)
+        print(f"active parser {active}, live snapshot parser {live}, last announced {announced}")
+        return active != live and active != announced
+
+    @task(task_id="announce_parser_change", outlets=[PARSER_CONFIG_ASSET])
+    def announce_parser_change():
+        """Emit the parser-config asset event and remember the announced version."""
+        from airflow.sdk import Metadata, Variable
+
+        active = Variable.get(PARSER_VERSION_VARIABLE, default="v1")
+        Variable.set(ANNOUNCED_VARIABLE, active)
+        yield Metadata(PARSER_CONFIG_ASSET, {"parser_version": active})
+
+    parser_changed() >> announce_parser_change()
