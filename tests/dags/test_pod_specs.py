@@ -51,7 +51,7 @@ def _context(dag) -> dict:
     params = {name: dag.params[name] for name in dag.params}
     return {"params": params, "run_id": "manual__2026-11-23T00:00:00+00:00", "ds": "2026-11-23",
             "dag": dag, "ti": _FakeTaskInstance(), "task_instance": _FakeTaskInstance(),
-            "var": {"value": {"llmops_bucket_models": "llmops-models"}},
+            "var": {"value": {"llmops_bucket_models": "llmops-models", "llmops_bucket_corpus": "llmops-corpus"}},
             "conn": {"llmops_mlflow": SimpleNamespace(host="http://mlflow.llmops.svc:5000"),
                      "llmops_s3": SimpleNamespace(extra_dejson={"endpoint_url": ""})}}
 
