@@ -47,6 +47,8 @@ def test_markdown_names_what_drifted_by_how_much_and_since_when() -> None:
     assert "Version changed since 2026-W46: v1 -> v2." in text
     assert "Newly failing since 2026-W46 (36):" in text
     assert "| reverse-0003 | reverse | `reverse question 3` | `ref3` | `wrong` | `ref3` |" in text
+    assert "| reverse-0027 |" in text and "| reverse-0028 |" not in text  # 25 listed
+    assert "... and 11 more (all in drift/failure_cases.json)" in text
     assert "| set | `rev-a` | 160 | copy 40, reverse 40 | ok |" in text
 
 
@@ -54,6 +56,15 @@ def test_markdown_without_drift_says_so() -> None:
     quiet = build_report("m", "2026-W47", [analyse(weekly("2026-W47", {"a": [1.0]}))], DriftOptions())
     text = render_markdown(quiet)
     assert "no drift alert" in text and "nothing beyond the threshold" in text
+
+
+def test_failure_cases_keep_every_case() -> None:
+    from llmops.drift.report import failure_cases
+
+    _, failures = _drifting_week()
+    rows = failure_cases(failures)
+    assert len([r for r in rows if r["list"] == "newly_failing"]) == 36
+    assert {r["alias"] for r in rows} == {"champion"} and rows[0]["prompt"].startswith("reverse question")
 
 
 def test_metrics_have_stable_names() -> None:

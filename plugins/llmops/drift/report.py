@@ -27,6 +27,7 @@ from llmops.drift.failures import FailureCase
 from llmops.drift.series import week_index
 
 _SHORT = 60  # characters of a prompt or answer shown in a table cell
+MAX_LISTED = 25  # newly failing items listed per series; every case is in drift/failure_cases.json
 
 
 @dataclass(frozen=True)
@@ -101,8 +102,8 @@ def _series_markdown(s: SeriesDrift, failures: SeriesFailures | None) -> list[st
             lines += [f"Newly failing since {s.last_week} ({len(new)}):", "",
                       "| id | category | prompt | reference | now | last week |", "|---|---|---|---|---|---|"]
             lines += [f"| {c.id} | {c.category} | {_md(c.prompt)} | {_md(c.reference)} | {_md(c.prediction)} | "
-                      f"{_md(c.last_week_prediction or '')} |" for c in new]
-            lines.append("")
+                      f"{_md(c.last_week_prediction or '')} |" for c in new[:MAX_LISTED]]
+            lines += ["", _more(len(new)), ""] if len(new) > MAX_LISTED else [""]
         worst = [case for cases in failures.worst.values() for case in cases]
         if worst:
             lines += ["Worst failing examples per category:", "",
@@ -111,6 +112,24 @@ def _series_markdown(s: SeriesDrift, failures: SeriesFailures | None) -> list[st
                       f"{_md(c.prompt)} | {_md(c.reference)} | {_md(c.error or c.prediction)} |" for c in worst]
             lines.append("")
     return lines
+
+
+def _more(count: int) -> str:
+    if count <= MAX_LISTED:
+        return ""
+    return f"... and {count - MAX_LISTED} more (all in drift/failure_cases.json)"
+
+
+def failure_cases(failures: FailuresBySeries) -> list[dict[str, Any]]:
+    """Every failure case of every series, JSON-able (the ``drift/failure_cases.json`` artifact)."""
+    from dataclasses import asdict
+
+    rows = []
+    for (alias, evalset), lists in sorted(failures.items()):
+        for kind, groups in (("newly_failing", lists.new), ("worst_failing", lists.worst)):
+            rows += [{"alias": alias, "evalset": evalset, "list": kind, **asdict(case)}
+                     for cases in groups.values() for case in cases]
+    return rows
 
 
 def _cmp_md(c: Comparison | None) -> str:
@@ -219,8 +238,8 @@ def _series_html(s: SeriesDrift, failures: SeriesFailures | None, charts: bool) 
                        "<th>answer last week</th></tr>")
             out += [f"<tr><td>{e(c.id)}</td><td>{e(c.category)}</td><td><code>{e(c.prompt)}</code></td>"
                     f"<td><code>{e(c.reference)}</code></td><td><code>{e(c.error or c.prediction)}</code></td>"
-                    f"<td><code>{e(c.last_week_prediction or '')}</code></td></tr>" for c in new]
-            out.append("</table>")
+                    f"<td><code>{e(c.last_week_prediction or '')}</code></td></tr>" for c in new[:MAX_LISTED]]
+            out.append(f"</table><p class='muted'>{e(_more(len(new)))}</p>")
         else:
             out.append("<p class='muted'>none</p>")
         out.append("<h3>Worst failing examples per category</h3>")

@@ -138,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         args.out_dir.mkdir(parents=True, exist_ok=True)
         (args.out_dir / "report.html").write_text(page)
         (args.out_dir / "summary.md").write_text(markdown)
-    run_id = _log_to_mlflow(args, tracking_uri, drift_report, markdown, page)
+    cases = render.failure_cases(failure_lists)
+    run_id = _log_to_mlflow(args, tracking_uri, drift_report, markdown, page, cases)
     alerts = [a.describe() for a in drift_report.alerts]
     write_result({
         "model": args.model, "week": args.week, "drift_detected": drift_report.drift_detected, "alerts": alerts,
@@ -151,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _log_to_mlflow(args: argparse.Namespace, tracking_uri: str | None, drift_report: Any, markdown: str,
-                   page: str) -> str | None:
+                   page: str, cases: list[dict[str, Any]]) -> str | None:
     if tracking_uri is None:
         log.warning("MLFLOW_TRACKING_URI is not set: the report is not recorded in MLflow")
         return None
@@ -174,7 +175,8 @@ def _log_to_mlflow(args: argparse.Namespace, tracking_uri: str | None, drift_rep
         mlflow.log_metrics(report_metrics(drift_report))
         with tempfile.TemporaryDirectory() as tmp:
             for name, text in (("report.html", page), ("summary.md", markdown),
-                               ("report.json", json.dumps(drift_report.to_dict(), indent=1, default=str))):
+                               ("report.json", json.dumps(drift_report.to_dict(), indent=1, default=str)),
+                               ("failure_cases.json", json.dumps(cases, indent=1))):
                 path = Path(tmp) / name
                 path.write_text(text)
                 mlflow.log_artifact(str(path), artifact_path="drift")
