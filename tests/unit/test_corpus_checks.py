@@ -114,7 +114,8 @@ def test_failed_expectations_are_summed_over_batches_and_reported() -> None:
     assert merged == [{"type": batch["type"], "column": "text", "success": False, "unexpected_count": 2,
                        "element_count": 20, "examples": ["x" * 900]}]
     verdict = checks.decide(_tally({"paragraph": 20}), DECLARED, None, _parity_ok(), merged)
-    assert not verdict.passed and "expect_column_value_lengths_to_be_between on text failed for 2 of 20" in verdict.message
+    assert not verdict.passed
+    assert "expect_column_value_lengths_to_be_between on text failed for 2 of 20" in verdict.message
 
 
 def test_clean_snapshot_passes_and_an_empty_one_does_not() -> None:
