@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.integration, pytest.mark.vllm]
+pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 EVALSET = "synthetic_chat_v1"
@@ -53,6 +53,7 @@ def _register(publish, checkpoint: Path, model: str, revision: str, models_bucke
     return str(staged["model_version"])
 
 
+@pytest.mark.vllm
 def test_weekly_drift_names_the_category_a_promotion_broke(airflow_db, platform, models_dir, vllm_runtime, publish,
                                                            tmp_path: Path) -> None:
     import mlflow
@@ -118,3 +119,19 @@ def test_weekly_drift_names_the_category_a_promotion_broke(airflow_db, platform,
 
     shot = screenshot_in_chromium(artifacts / "report.html", ROOT / "test-artifacts" / "weekly_eval_drift_report.png")
     print(f"report screenshot: {shot}")
+
+
+@pytest.mark.parametrize("registered", [False, True], ids=["unknown-model", "no-champion"])
+def test_no_champion_fails_clearly_naming_the_fix(platform, registered: bool) -> None:
+    from llmops.drift import pipeline
+    from llmops.registry import ModelRegistry
+
+    model = f"drift-none-{uuid.uuid4().hex[:8]}"
+    reg = ModelRegistry(platform.endpoints.mlflow_url)
+    if registered:  # a version exists, but nothing was ever promoted
+        reg.register(model, f"s3://llmops-models/models/{model}/sha256-{'e' * 64}/", {"weight_digest": "e" * 64})
+    with pytest.raises(pipeline.NoChampion) as raised:
+        pipeline.targets(reg, model, platform.endpoints.mlflow_url)
+    message = str(raised.value)
+    assert f"model {model!r} has no 'champion' alias" in message
+    assert "model_refresh" in message and "make run" in message
