@@ -15,12 +15,15 @@ as the candidate (experiment ``llmops-refresh``, tags ``llmops.stage=qualify``, 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from llmops.drift.series import CategoryScore, ItemOutcome, WeeklyEval, iso_week
+from llmops.drift.series import CategoryScore, ItemOutcome, SeriesError, WeeklyEval, iso_week
+
+log = logging.getLogger(__name__)
 
 EXPERIMENT = "llmops-eval-drift"
 QUALIFY_EXPERIMENT = "llmops-refresh"
@@ -106,7 +109,13 @@ class DriftHistory:
             [experiment_id], filter_string=f"tags.`{STAGE_TAG}` = '{WEEKLY_STAGE}' and tags.model = '{model}' "
                                            "and attributes.status = 'FINISHED'",
             order_by=["attributes.start_time DESC"], max_results=_MAX_RUNS)
-        return [weekly_eval_from_run(r) for r in runs if r.data.tags.get("week")]
+        found = []
+        for run in runs:
+            try:
+                found.append(weekly_eval_from_run(run))
+            except SeriesError as exc:  # a run tagged by hand or by an older job: not part of any series
+                log.warning("weekly eval run %s skipped: %s", run.info.run_id, exc)
+        return found
 
     def qualification_baseline(self, model: str, version: str, evalset: str, hardware_class: str | None,
                                prompts: Mapping[str, str] | None = None) -> WeeklyEval | None:
