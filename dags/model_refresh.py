@@ -29,12 +29,20 @@ reason named:
 6. **promote**: `champion` -> candidate, `previous` -> old champion (a first model is promoted
    on its qualification: there is nothing to canary against), `deployments/<model>/current.json`
    rewritten with its history. `model_rollback` undoes it in one run.
+
+Around it: `claim_model` holds the model's refresh lease (one run per model at a time; other
+models' runs overlap) and the `release_model` teardown gives it back; the `restore_routing`
+teardown sends all traffic back to the champion after any canary, whatever its outcome (in a
+cluster: the model's HTTPRoute to `<model>-stable`; on the embedded default the proxy lived
+inside the canary pod and ended with it).
 """
 
 from __future__ import annotations
 
+import logging
+
 from airflow.providers.standard.operators.hitl import ApprovalOperator
-from airflow.sdk import DAG, Param, task
+from airflow.sdk import DAG, Param, PokeReturnValue, task
 
 from llmops import dagkit, refresh, settings
 from llmops.hardware import load_hardware_class
@@ -44,6 +52,7 @@ from llmops.serving import pool_kwargs
 SETTINGS = settings.load()
 TARGET_CLASSES = SETTINGS.refresh_hardware_classes
 EVALSET = "include/evalsets/synthetic_chat_v1.yaml"
+log = logging.getLogger(__name__)
 
 with DAG(
     dag_id="model_refresh",
@@ -51,7 +60,8 @@ with DAG(
     schedule=None,
     start_date=dagkit.START_DATE,
     catchup=False,
-    max_active_runs=1,
+    # Runs of different models overlap; runs of one model queue on its lease (claim_model).
+    max_active_runs=8,
     tags=dagkit.tags("refresh"),
     default_args=dagkit.default_args(),
     doc_md=__doc__,
@@ -77,9 +87,30 @@ with DAG(
                                   description="Extra vLLM flags for the canary server only (test a config change)"),
     },
 ) as dag:
+    # One refresh at a time per model (max_active_runs counts per DAG): a lease taken with an S3
+    # conditional write; a run that finds it held waits without holding a worker slot.
+    @task.sensor(task_id="claim_model", mode="reschedule", poke_interval=30, timeout=24 * 3600)
+    def claim_model(params: dict | None = None, run_id: str | None = None) -> PokeReturnValue:
+        """Hold the model's refresh lease, or wait while another live run holds it."""
+        from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+        def holder_alive(holder: str) -> bool:
+            return RuntimeTaskInstance.get_dr_count(dag_id="model_refresh", run_ids=[holder],
+                                                    states=["queued", "running"]) > 0
+
+        held, why = refresh.claim_model(params["model"], run_id, holder_alive)
+        log.info(why)
+        return PokeReturnValue(is_done=held, xcom_value=why)
+
+    @task(task_id="release_model")
+    def release_model(params: dict | None = None, run_id: str | None = None) -> bool:
+        """Give the model's lease back, whatever the run's outcome (a teardown)."""
+        return refresh.release_model(params["model"], run_id)
+
+    claim = claim_model()
     receive = pod_job_task(refresh.receive_job(SETTINGS), task_id="receive")
     stage = pod_job_task(refresh.stage_job(SETTINGS), task_id="stage")
-    receive >> stage
+    claim >> receive >> stage
 
     qualify_outputs = []
     for hw_name in TARGET_CLASSES:
@@ -121,8 +152,8 @@ with DAG(
                                    spec=spec, stop_before_last_step=params["require_approval"],
                                    canary_extra_args=params["canary_vllm_args"])
 
-    canary = mapped_pod_job_task(task_id="canary", pod_jobs=plan_canary(stage.output, verdict),
-                                 **pool_kwargs(serving_hw))
+    planned_canary = plan_canary(stage.output, verdict)
+    canary = mapped_pod_job_task(task_id="canary", pod_jobs=planned_canary, **pool_kwargs(serving_hw))
 
     @task(task_id="check_canary")
     def check_canary(stage_result: dict, results: list, params: dict | None = None) -> dict | None:
@@ -187,4 +218,15 @@ with DAG(
                                tracking_uri=BaseHook.get_connection("llmops_mlflow").host, s3_endpoint=s3,
                                models_bucket=Variable.get("llmops_bucket_models"))
 
-    promote(verdict, canary_result, last_result)
+    promoted = promote(verdict, canary_result, last_result)
+
+    @task(task_id="restore_routing")
+    def restore_routing(params: dict | None = None) -> dict:
+        """All traffic back to the champion once the canary is over, whatever happened to it
+        (failed, rejected, killed or promoted); it fails the run if it cannot."""
+        from llmops.serving_route import restore_champion_routing
+
+        return restore_champion_routing(SETTINGS, params["model"])
+
+    promoted >> restore_routing().as_teardown(setups=planned_canary, on_failure_fail_dagrun=True)
+    promoted >> release_model().as_teardown(setups=claim)

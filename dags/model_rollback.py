@@ -7,7 +7,11 @@ the MLflow registry alias `champion` moves back to the version `previous` points
 rolled-back version is tagged `llmops.status=rolled_back`, and
 `deployments/<model>/current.json` in the models bucket is rewritten to the restored
 champion with the full history kept (each change also as its own `history/` object).
-Whatever serves from `current.json` / the `champion` alias follows.
+
+Routing follows in the same run: in a cluster (`LLMOPS_CANARY_ROUTER=gateway`) the
+`<model>-stable` Deployment is rolled to the restored champion (its init container verifies
+the weight digest) and, once rolled out, the model's HTTPRoute sends it 100% of the traffic.
+On the embedded default nothing serves between runs: the next serving pod reads `current.json`.
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ with DAG(
 
     @task(task_id="rollback")
     def rollback(params: dict | None = None, run_id: str | None = None) -> dict:
-        """Aliases back one step (idempotent per run: a retry after success changes nothing twice)."""
+        """Aliases back one step, then routing to the restored champion (idempotent per run: a
+        retry after success moves nothing twice)."""
         from airflow.sdk import BaseHook, Variable
 
         from llmops import refresh

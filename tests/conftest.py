@@ -19,6 +19,8 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(ROOT / "dags")
 os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(ROOT / "plugins")
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "True"
+# The in-process API app that answers Human-in-the-loop tasks in tests treats its caller as admin.
+os.environ["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS"] = "True"
 os.environ.setdefault("LLMOPS_LAUNCHER", "local")
 os.environ["LLMOPS_DATA_DIR"] = str(_SESSION_DIR / "data")
 # The model maker (`make models`) writes the checkpoints here; tests read them.

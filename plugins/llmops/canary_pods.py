@@ -67,22 +67,17 @@ def canary_pod_job(settings: Settings, hw: HardwareClass, *, stable_model_path: 
     canary = _sidecar(hw, settings, canary_model_path, served_model_name, CANARY_CONTAINER, CANARY_PORT_ENV)
     if canary_extra_args:
         canary = replace(canary, args=override_args(canary.args, canary_extra_args))
-    args = ["--spec", spec_json, "--evalset", evalset, "--served-model", served_model_name,
-            "--model-stable", model_stable, "--model-canary", model_canary, "--router", "nginx",
+    args = ["--router", "nginx",
             "--stable-url", f"http://127.0.0.1:$({STABLE_PORT_ENV})",
             "--canary-url", f"http://127.0.0.1:$({CANARY_PORT_ENV})",
-            "--work-dir", NGINX_WORK_DIR, "--experiment", experiment,
-            "--concurrency", str(concurrency), "--max-tokens", str(max_tokens),
-            "--max-requests-per-window", str(max_requests_per_window),
-            "--quality-sample-rate", f"{quality_sample_rate:g}",
-            "--from-step", str(from_step), "--failures-so-far", str(failures_so_far),
-            "--tag", f"hardware_class={hw.name}", "--tag", f"hardware_config_hash={hw.config_hash}"]
-    if stop_before_last_step:
-        args.append("--stop-before-last-step")
-    if exit_zero_on_rollback:
-        args.append("--exit-zero-on-rollback")
-    for key, value in (tags or {}).items():
-        args += ["--tag", f"{key}={value}"]
+            "--work-dir", NGINX_WORK_DIR,
+            *controller_args(hw, spec_json, evalset=evalset, served_model_name=served_model_name,
+                             model_stable=model_stable, model_canary=model_canary, experiment=experiment,
+                             concurrency=concurrency, max_tokens=max_tokens,
+                             max_requests_per_window=max_requests_per_window,
+                             quality_sample_rate=quality_sample_rate, from_step=from_step,
+                             failures_so_far=failures_so_far, stop_before_last_step=stop_before_last_step,
+                             exit_zero_on_rollback=exit_zero_on_rollback, tags=tags)]
     main = jobs_container(settings, "canary", args, mlflow_tracking_uri=mlflow_tracking_uri,
                           env={"LLMOPS_HARDWARE_CLASS": hw.name, "LLMOPS_HARDWARE_CONFIG_HASH": hw.config_hash})
     job = PodJob(
@@ -97,6 +92,55 @@ def canary_pod_job(settings: Settings, hw: HardwareClass, *, stable_model_path: 
     )
     job.validate()
     return job
+
+
+def canary_controller_job(settings: Settings, hw: HardwareClass, *, route_args: Sequence[str],
+                          served_model_name: str, spec: Mapping[str, object] | str, name: str = "canary",
+                          evalset: str = DEFAULT_EVALSET, experiment: str = "llmops-canary",
+                          model_stable: str = "", model_canary: str = "", tags: Mapping[str, str] | None = None,
+                          from_step: int | str = 0, failures_so_far: int | str = 0,
+                          stop_before_last_step: bool = False, exit_zero_on_rollback: bool = False,
+                          mlflow_tracking_uri: str = MLFLOW_URI_TEMPLATE) -> PodJob:
+    """Gateway mode: the controller alone, shifting a model's HTTPRoute weights between its
+    long-lived stable and canary Deployments (``route_args``: ServingRoute.controller_args()).
+
+    It needs no GPU and no sidecar: the servers are the Deployments; it runs on CPU nodes.
+    """
+    spec_json, spec_obj = _spec_json(spec)
+    args = [*route_args,
+            *controller_args(hw, spec_json, evalset=evalset, served_model_name=served_model_name,
+                             model_stable=model_stable, model_canary=model_canary, experiment=experiment,
+                             from_step=from_step, failures_so_far=failures_so_far,
+                             stop_before_last_step=stop_before_last_step,
+                             exit_zero_on_rollback=exit_zero_on_rollback, tags=tags)]
+    main = jobs_container(settings, "canary", args, mlflow_tracking_uri=mlflow_tracking_uri,
+                          env={"LLMOPS_HARDWARE_CLASS": hw.name, "LLMOPS_HARDWARE_CONFIG_HASH": hw.config_hash})
+    observe = 3600 if spec_obj is None else default_timeout_s(hw, spec_obj) - 2 * GPU_STARTUP_BUDGET_S
+    job = PodJob(name=name, main=main, labels={CANARY_STAGE_LABEL: "canary"}, timeout_s=max(600, observe))
+    job.validate()
+    return job
+
+
+def controller_args(hw: HardwareClass, spec_json: str, *, evalset: str, served_model_name: str, model_stable: str,
+                    model_canary: str, experiment: str, concurrency: int = 4, max_tokens: int = 32,
+                    max_requests_per_window: int = 0, quality_sample_rate: float = 1.0,
+                    from_step: int | str = 0, failures_so_far: int | str = 0, stop_before_last_step: bool = False,
+                    exit_zero_on_rollback: bool = False, tags: Mapping[str, str] | None = None) -> list[str]:
+    """The canary controller's flags that do not depend on the router."""
+    args = ["--spec", spec_json, "--evalset", evalset, "--served-model", served_model_name,
+            "--model-stable", model_stable, "--model-canary", model_canary, "--experiment", experiment,
+            "--concurrency", str(concurrency), "--max-tokens", str(max_tokens),
+            "--max-requests-per-window", str(max_requests_per_window),
+            "--quality-sample-rate", f"{quality_sample_rate:g}",
+            "--from-step", str(from_step), "--failures-so-far", str(failures_so_far),
+            "--tag", f"hardware_class={hw.name}", "--tag", f"hardware_config_hash={hw.config_hash}"]
+    if stop_before_last_step:
+        args.append("--stop-before-last-step")
+    if exit_zero_on_rollback:
+        args.append("--exit-zero-on-rollback")
+    for key, value in (tags or {}).items():
+        args += ["--tag", f"{key}={value}"]
+    return args
 
 
 def default_timeout_s(hw: HardwareClass, spec: CanarySpec | None) -> int:

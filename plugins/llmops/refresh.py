@@ -97,7 +97,7 @@ def promote(settings: Settings, *, model: str, version: str, run_id: str, tracki
     record = _deployment_record(reg, model, moved["champion"], run_id, action="promote")
     reg.tag(model, version, {registry.STATUS_TAG: "champion", "llmops.promoted_by": run_id})
     _write_current(s3_endpoint, models_bucket, model, record)
-    return {**moved, "deployment": record}
+    return {**moved, "deployment": record, "serving": _serve(settings, record, reason="promote")}
 
 
 def rollback(settings: Settings, *, model: str, run_id: str, tracking_uri: str, s3_endpoint: str | None,
@@ -117,7 +117,39 @@ def rollback(settings: Settings, *, model: str, run_id: str, tracking_uri: str, 
         reg.tag(model, moved["rolled_back"], {registry.STATUS_TAG: "rolled_back", "llmops.rolled_back_by": run_id})
     record = _deployment_record(reg, model, moved["champion"], run_id, action="rollback")
     _write_current(s3_endpoint, models_bucket, model, record)
-    return {**moved, "deployment": record}
+    return {**moved, "deployment": record, "serving": _serve(settings, record, reason="rollback")}
+
+
+def _serve(settings: Settings, record: dict[str, Any], reason: str) -> dict[str, Any]:
+    """The serving route follows the registry: ``<model>-stable`` rolled to the record's version."""
+    from llmops.serving_route import serve_champion
+
+    return serve_champion(settings, record["model"], version=record["version"], weights_uri=record["weights_uri"],
+                          weight_digest=record["pins"].get("weight_digest", ""), reason=reason)
+
+
+def claim_model(model: str, run_id: str, holder_alive: Any) -> tuple[bool, str]:
+    """Take ``model``'s refresh lease in the models bucket (see :mod:`llmops.model_lock`)."""
+    from llmops import model_lock
+
+    s3, bucket = _models_bucket()
+    return model_lock.acquire(s3, bucket, model, run_id, holder_alive)
+
+
+def release_model(model: str, run_id: str) -> bool:
+    """Give ``model``'s refresh lease back if this run holds it."""
+    from llmops import model_lock
+
+    s3, bucket = _models_bucket()
+    return model_lock.release(s3, bucket, model, run_id)
+
+
+def _models_bucket() -> tuple[Any, str]:
+    """An S3 client from the ``llmops_s3`` connection and the models bucket (inside a task)."""
+    from airflow.sdk import BaseHook, Variable
+
+    endpoint = BaseHook.get_connection("llmops_s3").extra_dejson.get("endpoint_url")
+    return _s3_client(endpoint), Variable.get("llmops_bucket_models")
 
 
 def _deployment_record(reg: registry.ModelRegistry, model: str, version: str, run_id: str,
@@ -134,9 +166,8 @@ def _deployment_record(reg: registry.ModelRegistry, model: str, version: str, ru
 def _write_current(s3_endpoint: str | None, bucket: str, model: str, record: dict[str, Any]) -> None:
     """``current.json`` = the serving deployment plus every earlier one, newest first (kept forever)."""
     from llmops import storage
-    from llmops.embedded import s3state
 
-    s3 = s3state.client(s3_endpoint) if s3_endpoint else _aws_client()
+    s3 = _s3_client(s3_endpoint)
     key = f"deployments/{model}/current.json"
     try:
         previous = storage.read_json(s3, bucket, key)
@@ -148,7 +179,12 @@ def _write_current(s3_endpoint: str | None, bucket: str, model: str, record: dic
     storage.write_json(s3, bucket, f"deployments/{model}/history/{record['at']}-{record['action']}.json", record)
 
 
-def _aws_client() -> Any:
+def _s3_client(s3_endpoint: str | None) -> Any:
+    """The S3-compatible endpoint's client when one is configured, else AWS S3's."""
+    if s3_endpoint:
+        from llmops.embedded import s3state
+
+        return s3state.client(s3_endpoint)
     import boto3
 
     return boto3.client("s3")
@@ -218,20 +254,50 @@ def plan_canary(settings: Settings, *, model: str, stage_result: dict[str, Any],
     candidate = {"role": "candidate", "version": str(stage_result["model_version"]),
                  "weights_uri": stage_result["weights_uri"], "weight_digest": stage_result["weight_digest"]}
     hw = load_hardware_class(settings.default_hardware_class, settings.hardware_configs_dir)
+    tags = {"model": model, "model_version": candidate["version"], "champion_version": champion["version"],
+            "llmops.stage": "canary"}
+    if settings.canary_router == "gateway":
+        return [_gateway_canary_job(settings, hw, model=model, candidate=candidate, champion=champion, spec=spec,
+                                    tags=tags, from_step=from_step, failures_so_far=failures_so_far,
+                                    stop_before_last_step=stop_before_last_step, tracking_uri=tracking_uri,
+                                    name=name, canary_extra_args=canary_extra_args)]
     job = canary_pod_job(
         settings, hw, stable_model_path=model_dir(model, champion["weight_digest"]),
         canary_model_path=model_dir(model, candidate["weight_digest"]), served_model_name=model, spec=spec,
         experiment=EXPERIMENT, model_stable=f"{model}@{champion['version']}",
         model_canary=f"{model}@{candidate['version']}",
-        tags={"model": model, "model_version": candidate["version"], "champion_version": champion["version"],
-              "llmops.stage": "canary"},
-        canary_extra_args=canary_extra_args or (), from_step=from_step, failures_so_far=failures_so_far,
+        tags=tags, canary_extra_args=canary_extra_args or (), from_step=from_step, failures_so_far=failures_so_far,
         stop_before_last_step=stop_before_last_step, mlflow_tracking_uri=tracking_uri, name=name,
         exit_zero_on_rollback=True,  # a rollback is a verdict: check_canary fails the run without a retry
     )
     inits = (fetch_container(settings, champion, model, s3_endpoint, name="fetch-stable"),
              fetch_container(settings, candidate, model, s3_endpoint, name="fetch-canary"))
     return [replace(job, init_containers=inits).to_dict()]
+
+
+def _gateway_canary_job(settings: Settings, hw: HardwareClass, *, model: str, candidate: dict[str, Any],
+                        champion: dict[str, str], spec: dict[str, Any], tags: dict[str, str], from_step: int,
+                        failures_so_far: int, stop_before_last_step: bool, tracking_uri: str, name: str,
+                        canary_extra_args: list[str] | None) -> dict[str, Any]:
+    """Gateway mode: roll ``<model>-canary`` to the candidate (route 0% to it first), then the
+    controller-only job. A resumed run (after an approval) finds the canary already rolled."""
+    from llmops.canary_pods import canary_controller_job
+    from llmops.serving_route import ServingRoute, serve_candidate
+
+    if canary_extra_args:
+        raise ValueError("canary_vllm_args: in gateway mode the canary's flags are its Deployment's; "
+                         "change them there (this parameter only applies to the embedded canary pod)")
+    route = ServingRoute.for_model(settings, model)
+    if from_step == 0:
+        serve_candidate(settings, model, version=candidate["version"], weights_uri=candidate["weights_uri"],
+                        weight_digest=candidate["weight_digest"])
+    job = canary_controller_job(
+        settings, hw, route_args=route.controller_args(), served_model_name=model, spec=spec, name=name,
+        experiment=EXPERIMENT, model_stable=f"{model}@{champion['version']}",
+        model_canary=f"{model}@{candidate['version']}", tags=tags, from_step=from_step,
+        failures_so_far=failures_so_far, stop_before_last_step=stop_before_last_step, exit_zero_on_rollback=True,
+        mlflow_tracking_uri=tracking_uri)
+    return job.to_dict()
 
 
 def canary_spec(settings: Settings, *, weights: list[int], window_s: int, failure_limit: int) -> dict[str, Any]:

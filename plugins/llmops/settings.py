@@ -25,6 +25,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 Launcher = Literal["local", "kubernetes"]
 LAUNCHERS: tuple[str, ...] = ("local", "kubernetes")
+CANARY_ROUTERS: tuple[str, ...] = ("nginx", "gateway")
 
 # Images the pod jobs run. Production must set digest-pinned references
 # (repo@sha256:...); the kubernetes launcher refuses anything else. The embedded
@@ -56,6 +57,11 @@ class Settings:
     drop_poll_interval_s: float
     canary_window_s: int
     local_runtimes: dict[str, Path] = field(default_factory=dict)
+    # How canary traffic is split: "nginx" (a proxy inside the canary pod, the embedded default)
+    # or "gateway" (a model's long-lived HTTPRoute and Deployments; see llmops.serving_route).
+    canary_router: str = "nginx"
+    # Where clients reach a model's HTTPRoute ({model} and {namespace} are filled in).
+    gateway_url_template: str = "http://llmops-gateway.{namespace}.svc.cluster.local"
 
     @property
     def models_dir(self) -> Path:
@@ -107,7 +113,16 @@ def load(environ: dict[str, str] | None = None) -> Settings:
                                        env.get("LLMOPS_DEFAULT_HARDWARE_CLASS", "cpu")).split(",") if c.strip()
         ),
         local_runtimes=_local_runtimes(env, jobs_image, vllm_image, vllm_venv),
+        canary_router=_canary_router(env.get("LLMOPS_CANARY_ROUTER",
+                                             "gateway" if launcher == "kubernetes" else "nginx")),
+        gateway_url_template=env.get("LLMOPS_GATEWAY_URL", "http://llmops-gateway.{namespace}.svc.cluster.local"),
     )
+
+
+def _canary_router(value: str) -> str:
+    if value not in CANARY_ROUTERS:
+        raise SettingsError(f"LLMOPS_CANARY_ROUTER={value!r}: must be one of {', '.join(CANARY_ROUTERS)}")
+    return value
 
 
 def _local_runtimes(env: dict[str, str] | os._Environ[str], jobs_image: str, vllm_image: str,

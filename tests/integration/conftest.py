@@ -74,3 +74,55 @@ def publish(tmp_path: Path):
         return publish_drop(folder, model, revision, image, tmp_path)["drop_uri"]
 
     return _publish
+
+
+class Approver:
+    """Answers Human-in-the-loop tasks the way a person does in the UI: through Airflow's public
+    REST API (the api-server app, in process, on the test session's metadata DB), from a thread,
+    while ``dag.test()`` waits with the task parked in ``awaiting_input``."""
+
+    def __init__(self, dag_id: str, task_id: str, option: str = "Approve", timeout_s: float = 1800.0) -> None:
+        import threading
+
+        self.dag_id, self.task_id, self.option, self.timeout_s = dag_id, task_id, option, timeout_s
+        self.answered: list[dict] = []
+        self.seen_waiting: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"approver-{task_id}", daemon=True)
+
+    def __enter__(self) -> Approver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        import time
+
+        from airflow.api_fastapi.app import create_app
+        from fastapi.testclient import TestClient
+
+        client = TestClient(create_app(apps="core"))
+        deadline = time.monotonic() + self.timeout_s
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            listing = client.get(f"/api/v2/dags/{self.dag_id}/dagRuns/~/hitlDetails")
+            listing.raise_for_status()
+            for detail in listing.json()["hitl_details"]:
+                ti = detail["task_instance"]
+                if detail["response_received"] or ti["task_id"] != self.task_id:
+                    continue
+                self.seen_waiting.append(ti["state"])
+                answer = client.patch(
+                    f"/api/v2/dags/{self.dag_id}/dagRuns/{ti['dag_run_id']}/taskInstances/{self.task_id}/"
+                    f"{ti['map_index']}/hitlDetails", json={"chosen_options": [self.option], "params_input": {}})
+                answer.raise_for_status()
+                self.answered.append(answer.json())
+            time.sleep(2)
+
+
+@pytest.fixture
+def approver() -> type[Approver]:
+    """The :class:`Approver` class: ``with approver(dag_id, task_id): dag.test(...)``."""
+    return Approver

@@ -24,8 +24,8 @@ def _dag():
 
 
 def test_refresh_promotes_blocks_canaries_and_rolls_back(airflow_db, platform, models_dir, vllm_runtime, publish,
-                                                         tmp_path: Path) -> None:
-    from llmops import storage
+                                                         approver, tmp_path: Path) -> None:
+    from llmops import model_lock, storage
     from llmops.embedded import s3state
     from llmops.registry import ModelRegistry
 
@@ -70,18 +70,26 @@ def test_refresh_promotes_blocks_canaries_and_rolls_back(airflow_db, platform, m
                                                                   artifact_path="gate/verdict.json")).read_text())
     assert verdict["passed"] is False
 
-    # A better checkpoint qualifies against the champion, is canaried through nginx and promoted.
+    # A better checkpoint qualifies against the champion, is canaried through nginx and, with
+    # require_approval, waits before its last step (parked, no worker slot) until a person approves
+    # through Airflow's REST API (what the UI calls); then the canary resumes there and promotes.
     canary = {"canary_steps": [25, 50], "canary_window_s": 10}
-    promoted = dag.test(run_conf={"model": model, "drop_uri": publish(models_dir / "better", model, "r3"),
-                                  "hardware_classes": ["cpu"], **canary})
-    assert promoted.state == "success", {ti.task_id: ti.state for ti in promoted.get_task_instances()}
+    with approver("model_refresh", "approve_last_step") as approval:
+        promoted = dag.test(run_conf={"model": model, "drop_uri": publish(models_dir / "better", model, "r3"),
+                                      "hardware_classes": ["cpu"], "require_approval": True, **canary})
+    states = {ti.task_id: ti.state for ti in promoted.get_task_instances()}
+    assert promoted.state == "success", states
+    assert approval.seen_waiting == ["awaiting_input"] and approval.answered[0]["chosen_options"] == ["Approve"]
+    assert states["approve_last_step"] == states["canary_last_step"] == "success"
+    assert states["restore_routing"] == states["release_model"] == "success"
+    assert model_lock.read_lease(s3, "llmops-models", model) is None, "the teardown gives the model's lease back"
     assert registry.by_alias(model, "champion").version == "3"
     assert registry.by_alias(model, "previous").version == "1"
     current = storage.read_json(s3, "llmops-models", f"deployments/{model}/current.json")
     assert current["version"] == "3" and [h["version"] for h in current["history"]] == ["1"]
     canary_runs = mlflow.search_runs(experiment_names=["llmops-refresh"], output_format="list",
                                      filter_string=f"tags.`llmops.stage` = 'canary' and tags.model = '{model}'")
-    assert [r.data.tags["outcome"] for r in canary_runs] == ["promoted"]
+    assert sorted(r.data.tags["outcome"] for r in canary_runs) == ["awaiting_approval", "promoted"]
 
     # The same weights repackaged (a new drop) with a canary config that breaks every request:
     # rolled back automatically to 0%, the version rejected, the champion untouched.
@@ -94,7 +102,11 @@ def test_refresh_promotes_blocks_canaries_and_rolls_back(airflow_db, platform, m
                                   "hardware_classes": ["cpu"], "canary_vllm_args": ["--max-model-len", "16"],
                                   "canary_failure_limit": 1, **canary})
     assert breached.state == "failed"
-    assert {ti.task_id for ti in breached.get_task_instances() if ti.state == "failed"} == {"check_canary"}
+    breached_states = {ti.task_id: ti.state for ti in breached.get_task_instances()}
+    assert {task for task, state in breached_states.items() if state == "failed"} == {"check_canary"}
+    # The teardowns ran although the run failed: routing back to the champion, the lease released.
+    assert breached_states["restore_routing"] == breached_states["release_model"] == "success"
+    assert model_lock.read_lease(s3, "llmops-models", model) is None
     rejected = registry.get(model, "4")
     assert rejected.tags["llmops.status"] == "rejected"
     assert float(rejected.tags["llmops.breach_to_rollback_s"]) < 5

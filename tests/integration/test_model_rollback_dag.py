@@ -34,6 +34,9 @@ def test_rollback_moves_champion_back_and_keeps_history(airflow_db, platform) ->
     bag = DagBag(dag_folder=str(ROOT / "dags" / "model_rollback.py"))
     run = bag.dags["model_rollback"].test(run_conf={"model": model})
     assert run.state == "success"
+    [ti] = run.get_task_instances()
+    served = ti.xcom_pull(task_ids="rollback")["serving"]
+    assert served["action"] == "none" and served["router"] == "nginx"  # nothing serves between runs here
     assert reg.by_alias(model, "champion").version == "1"
     assert reg.by_alias(model, "previous").version == "2"
     assert reg.get(model, "2").tags["llmops.status"] == "rolled_back"
