@@ -260,12 +260,20 @@ def analyze_step(spec: CanarySpec, step_index: int, canary: WindowMetrics, stabl
     _check_same_window(canary, stable)
     weight = spec.steps[step_index].weight
     sample_checks = _sample_checks(spec, canary, stable)
-    if not all(c.passed for c in sample_checks):
+    volume_ok = all(c.passed for c in sample_checks if c.name in VOLUME_CHECKS)
+    if all(c.passed for c in sample_checks):
+        analysis = _analysis_checks(spec, canary, stable)
+    else:
+        # Missing latency or quality evidence holds the step, unless enough requests were seen
+        # and the canary's error rate already breaches: errors are evidence enough to fail.
+        error_rate = _error_rate_check(spec, canary, stable)
+        analysis = [] if not volume_ok or error_rate.passed else [error_rate]
+    if not analysis:
         reasons = tuple(f"hold: {c.detail}" for c in sample_checks if not c.passed)
         return StepVerdict(step_index, weight, Outcome.HOLD, tuple(sample_checks), reasons, failures_so_far,
                            spec.failure_limit, abort=False, window_end_s=canary.end_s)
-    checks = sample_checks + _analysis_checks(spec, canary, stable)
-    breaches = [c for c in checks if not c.passed]
+    checks = sample_checks + analysis
+    breaches = [c for c in analysis if not c.passed]
     if not breaches:
         return StepVerdict(step_index, weight, Outcome.PROMOTE_STEP, tuple(checks),
                            (f"step {step_index + 1} ({weight}%) passed all checks",), failures_so_far,
@@ -374,6 +382,9 @@ def _advance(spec: CanarySpec, state: _State, verdict: StepVerdict) -> None:
             state.abort_reasons = (f"step {state.step + 1} held {state.holds} windows in a row without enough "
                                    "data to decide (max_holds); abort rather than promote without evidence",
                                    *verdict.reasons)
+
+
+VOLUME_CHECKS = frozenset({"canary_requests", "stable_requests"})
 
 
 def _sample_checks(spec: CanarySpec, canary: WindowMetrics, stable: WindowMetrics) -> list[Check]:

@@ -202,6 +202,24 @@ def test_hold_does_not_judge_metrics_it_has_too_little_data_for() -> None:
     assert verdict.reasons == ("hold: 10 canary requests in the window, fewer than 100 needed",)
 
 
+@pytest.mark.parametrize("short", [
+    {"quality_samples": 0, "quality": None},  # every canary answer failed: nothing to score
+    {"ttft": None},  # nor any TTFT to measure
+])
+def test_errors_on_enough_requests_fail_even_without_quality_or_latency_evidence(short: dict) -> None:
+    verdict = analyze_step(SPEC, 0, metrics(errors=100, **short), metrics(), 1)
+    assert verdict.outcome is Outcome.FAIL and verdict.failures == 2 and verdict.abort
+    assert [c.name for c in verdict.checks if not c.passed and c.name == "error_rate"] == ["error_rate"]
+    assert verdict.reasons[0].startswith("error_rate: canary 10.00% vs stable 1.00% (+9.00 pts), exceeds")
+    assert verdict.reasons[-1] == "failure 2/2: failure limit reached, abort and route 0% to the canary"
+
+
+def test_missing_evidence_without_errors_still_holds() -> None:
+    verdict = analyze_step(SPEC, 0, metrics(errors=20, quality_samples=0, quality=None), metrics(), 0)
+    assert verdict.outcome is Outcome.HOLD  # +1 pt error rate is within the limit: wait for samples
+    assert verdict.reasons == ("hold: 0 canary quality samples in the window, fewer than 10 needed",)
+
+
 def test_exactly_min_requests_is_enough() -> None:
     assert analyze_step(SPEC, 0, metrics(requests=100, errors=1), metrics(), 0).outcome is Outcome.PROMOTE_STEP
 
