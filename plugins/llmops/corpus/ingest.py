@@ -189,26 +189,18 @@ def _failing_mask(table: Any, taxonomy: Taxonomy, config: ParserConfig) -> Any:
     return pc.fill_null(bad, True)
 
 
-def validate_run(s3: Any, bucket: str, corpus: str, run_id: str, *, taxonomy: Taxonomy,
-                 config: ParserConfig, allow_type_drop: bool, scratch: Path, batch_rows: int = 50_000,
-                 engine: str = "datasets") -> ValidationOutcome:
-    """Run the schema checks on the run's parse output and decide; quarantine on failure.
+def scan_parts(paths: list[Path], taxonomy: Taxonomy, config: ParserConfig, validator: Any,
+               failing: snapshot.ChunkWriter, *, batch_rows: int = 50_000,
+               engine: str = "datasets") -> tuple[checks.ContentTypeTally, set[str]]:
+    """Stream the parts once: GX suite per batch, content-type tally, chunked documents, failing rows.
 
-    Streams the parts in batches through the GX suite and the content-type tally; failing rows
-    are streamed to the quarantine Parquet file. Writes ``runs/<run>/validation.json`` either way.
+    Memory is bounded by one batch (plus the set of document ids, which grows with documents,
+    not chunks).
     """
     import pyarrow.compute as pc
 
-    from llmops.corpus.gx_checks import SnapshotValidator
-
-    reports = _shard_reports(s3, bucket, corpus, run_id, read_plan(s3, bucket, corpus, run_id)["shards"])
-    parts_dir = scratch / "parts"
-    parts_dir.mkdir(parents=True, exist_ok=True)
-    paths = _download_parts(s3, bucket, reports, parts_dir)
-    validator = SnapshotValidator(load_suite_dict(taxonomy, config.chunking), docs_dir=scratch / "data_docs")
     tally = checks.ContentTypeTally()
     chunked_docs: set[str] = set()
-    failing = snapshot.ChunkWriter(scratch / "failing-rows.parquet")
     for table in snapshot.iter_batches(paths, batch_rows, engine=engine):
         validator.validate(table.to_pandas())
         counts = pc.value_counts(pc.fill_null(table.column("content_type"), "<null>")).to_pylist()
@@ -225,6 +217,27 @@ def validate_run(s3: Any, bucket: str, corpus: str, run_id: str, *, taxonomy: Ta
         bad = table.filter(_failing_mask(table, taxonomy, config))
         if bad.num_rows:
             failing.write_table(bad)
+    return tally, chunked_docs
+
+
+def validate_run(s3: Any, bucket: str, corpus: str, run_id: str, *, taxonomy: Taxonomy,
+                 config: ParserConfig, allow_type_drop: bool, scratch: Path, batch_rows: int = 50_000,
+                 engine: str = "datasets") -> ValidationOutcome:
+    """Run the schema checks on the run's parse output and decide; quarantine on failure.
+
+    Streams the parts in batches through the GX suite and the content-type tally; failing rows
+    are streamed to the quarantine Parquet file. Writes ``runs/<run>/validation.json`` either way.
+    """
+    from llmops.corpus.gx_checks import SnapshotValidator
+
+    reports = _shard_reports(s3, bucket, corpus, run_id, read_plan(s3, bucket, corpus, run_id)["shards"])
+    parts_dir = scratch / "parts"
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    paths = _download_parts(s3, bucket, reports, parts_dir)
+    validator = SnapshotValidator(load_suite_dict(taxonomy, config.chunking), docs_dir=scratch / "data_docs")
+    failing = snapshot.ChunkWriter(scratch / "failing-rows.parquet")
+    tally, chunked_docs = scan_parts(paths, taxonomy, config, validator, failing, batch_rows=batch_rows,
+                                     engine=engine)
     failing.close()
     rejected = {doc: reason for report in reports for doc, reason in report["rejected"].items()}
     parity = checks.check_parity((s["doc_id"] for s in read_sources(s3, bucket, corpus, run_id)),
