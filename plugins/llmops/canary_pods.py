@@ -116,7 +116,8 @@ def canary_controller_job(settings: Settings, hw: HardwareClass, *, route_args: 
     main = jobs_container(settings, "canary", args, mlflow_tracking_uri=mlflow_tracking_uri,
                           env={"LLMOPS_HARDWARE_CLASS": hw.name, "LLMOPS_HARDWARE_CONFIG_HASH": hw.config_hash})
     observe = 3600 if spec_obj is None else default_timeout_s(hw, spec_obj) - 2 * GPU_STARTUP_BUDGET_S
-    job = PodJob(name=name, main=main, labels={CANARY_STAGE_LABEL: "canary"}, timeout_s=max(600, observe))
+    job = PodJob(name=name, main=main, labels={CANARY_STAGE_LABEL: "canary"}, timeout_s=max(600, observe),
+                 kubernetes_api=True)
     job.validate()
     return job
 

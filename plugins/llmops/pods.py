@@ -134,6 +134,9 @@ class PodJob:
     scheduling: Scheduling = field(default_factory=Scheduling)
     labels: dict[str, str] = field(default_factory=dict)
     timeout_s: int = 3600
+    # Jobs get no Kubernetes API token, except those whose work is the API (the gateway canary
+    # controller patches HTTPRoutes); their service account needs the RBAC for it.
+    kubernetes_api: bool = False
 
     @property
     def containers(self) -> tuple[Container, ...]:
@@ -158,6 +161,7 @@ class PodJob:
                 scheduling=_scheduling_from_dict(data.get("scheduling", {})),
                 labels=dict(data.get("labels", {})),
                 timeout_s=int(data.get("timeout_s", 3600)),
+                kubernetes_api=bool(data.get("kubernetes_api", False)),
             )
         except (KeyError, TypeError) as exc:
             raise PodJobError(f"pod job {data.get('name', '?')!r} is malformed: {exc}") from exc

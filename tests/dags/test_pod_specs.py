@@ -99,6 +99,37 @@ def _check_serving_pod(spec: dict, vllm: dict, hardware_class: str, where: str) 
     assert shm["emptyDir"]["medium"] == "Memory"
 
 
+def test_gateway_canary_controller_pod_is_valid(monkeypatch) -> None:
+    """In a cluster the canary is the controller alone (the servers are Deployments): a small
+    CPU pod whose arguments the canary job accepts."""
+    from airflow.sdk import DAG
+
+    from llmops import settings
+    from llmops.canary_pods import canary_controller_job
+    from llmops.hardware import load_hardware_class
+    from llmops.jobs import canary as canary_job
+    from llmops.launch.kubernetes import make_kubernetes_task, render_pod_manifest
+    from llmops.serving_route import ServingRoute
+
+    monkeypatch.setenv("LLMOPS_JOBS_IMAGE", JOBS_IMAGE)
+    monkeypatch.setenv("LLMOPS_LAUNCHER", "kubernetes")
+    conf = settings.load()
+    hw = load_hardware_class("h100x1", conf.hardware_configs_dir)
+    job = canary_controller_job(conf, hw, route_args=ServingRoute.for_model(conf, "chat").controller_args(),
+                                served_model_name="chat", spec={"steps": [{"weight": 5, "window_s": 60}]},
+                                model_stable="chat@1", model_canary="chat@2",
+                                mlflow_tracking_uri="http://mlflow.llmops.svc:5000")
+    with DAG(dag_id="gateway_canary", schedule=None):
+        task = make_kubernetes_task(job, task_id="canary")
+    manifest = render_pod_manifest(task, {"params": {}})
+    kubernetes_validate.validate(manifest, "1.33", strict=True)
+    assert not manifest["spec"].get("initContainers")  # no vLLM sidecar: the servers are Deployments
+    assert manifest["spec"]["automountServiceAccountToken"] is True  # it patches the HTTPRoute
+    main = manifest["spec"]["containers"][0]  # the KPO names it "base"; the XCom sidecar follows
+    assert "nvidia.com/gpu" not in main.get("resources", {}).get("limits", {})
+    assert canary_job.parse_args(main["args"]).router == "gateway"
+
+
 @pytest.mark.parametrize("hardware_class", ["cpu", "h100x2", "b200x4"])
 def test_qualification_pods_planned_at_run_time_are_valid(monkeypatch, hardware_class: str) -> None:
     """Qualify tasks are mapped over pod jobs planned at run time: render what the planner builds."""

@@ -193,6 +193,8 @@ class PodJobKubernetesOperator(KubernetesPodOperator):
             *(_init_container(c, job.ports, mounts) for c in job.init_containers),
             *(_native_sidecar(c, job.ports, mounts) for c in job.sidecars),
         ]
+        if job.kubernetes_api:
+            self.automount_service_account_token = True
         self.node_selector = dict(job.scheduling.node_selector)
         self.tolerations = [
             k8s.V1Toleration(key=t.key, operator=t.operator, value=t.value, effect=t.effect)
