@@ -10,8 +10,9 @@
    pattern). Prints chunks/s of each and the ratio GX / pandas, measured in the same run.
 2. **Memory**: for each size, a fresh subprocess streams a Parquet snapshot of that many chunks
    through the real validation path (:func:`llmops.corpus.ingest.scan_parts`: GX per batch,
-   content-type tally, failing rows) and reports its peak RSS. The peak must stay flat with
-   corpus size (ratio of the largest to the smallest size close to 1).
+   content-type tally, failing rows) and reports its peak RSS, once per reader (pyarrow, the
+   pipeline's; Hugging Face ``datasets`` streaming, for comparison). The pipeline's peak must
+   stay flat with corpus size (ratio of the largest to the smallest size close to 1).
 """
 
 from __future__ import annotations
@@ -121,7 +122,7 @@ baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 with tempfile.TemporaryDirectory() as tmp:
     failing = snapshot.ChunkWriter(Path(tmp) / "failing.parquet")
     tally, docs = ingest.scan_parts([Path(sys.argv[1])], taxonomy, config, validator, failing,
-                                    batch_rows=int(sys.argv[2]), engine="datasets")
+                                    batch_rows=int(sys.argv[2]), engine=sys.argv[4])
     failing.close()
 print(json.dumps({"chunks": tally.total, "documents": len(docs), "failing_rows": failing.rows,
                   "baseline_rss_mb": baseline / 1024,
@@ -129,10 +130,11 @@ print(json.dumps({"chunks": tally.total, "documents": len(docs), "failing_rows":
 """
 
 
-def peak_memory(path: Path) -> dict[str, float]:
+def peak_memory(path: Path, engine: str) -> dict[str, float]:
     """Peak RSS of a fresh process streaming the snapshot through the validation path."""
     env = {**os.environ, "HF_DATASETS_OFFLINE": "1"}
-    out = subprocess.run([sys.executable, "-c", MEMORY_WORKER, str(path), str(BATCH_ROWS), str(ROOT / "plugins")],
+    out = subprocess.run([sys.executable, "-c", MEMORY_WORKER, str(path), str(BATCH_ROWS), str(ROOT / "plugins"),
+                          engine],
                          check=True, capture_output=True, text=True, env=env).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -142,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--throughput-rows", type=int, default=100_000)
+    parser.add_argument("--engines", nargs="+", default=["pyarrow", "datasets"], choices=["pyarrow", "datasets"],
+                        help="readers to measure (the pipeline streams with pyarrow)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     results: dict[str, object] = {}
@@ -154,21 +158,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  GX suite      {speed['gx_chunks_per_s']:>12,.0f} chunks/s")
         print(f"  plain pandas  {speed['pandas_chunks_per_s']:>12,.0f} chunks/s")
         print(f"  ratio GX/pandas {speed['gx_over_pandas']:.2f}")
-        memory = {}
+        memory: dict[str, dict[int, dict[str, float]]] = {engine: {} for engine in args.engines}
         for size in sorted(args.sizes):
             part = write_synthetic_snapshot(folder / f"snapshot-{size}.parquet", size)
-            memory[size] = peak_memory(part) | {"parquet_mb": part.stat().st_size / 2**20}
+            for engine in args.engines:
+                row = memory[engine][size] = peak_memory(part, engine) | {"parquet_mb": part.stat().st_size / 2**20}
+                print(f"  {engine:>8} {size:>9,} chunks: peak RSS {row['peak_rss_mb']:7.0f} MB (after imports "
+                      f"{row['baseline_rss_mb']:.0f} MB, parquet {row['parquet_mb']:.0f} MB, "
+                      f"{row['failing_rows']} failing rows)")
             part.unlink()
-            row = memory[size]
-            print(f"  {size:>9,} chunks: peak RSS {row['peak_rss_mb']:7.0f} MB (after imports "
-                  f"{row['baseline_rss_mb']:.0f} MB, parquet {row['parquet_mb']:.0f} MB, "
-                  f"{row['failing_rows']} failing rows)")
-        smallest, largest = min(memory), max(memory)
-        ratio = memory[largest]["peak_rss_mb"] / memory[smallest]["peak_rss_mb"]
-        results["memory"] = {str(k): v for k, v in memory.items()}
-        results["peak_rss_ratio"] = ratio
-        print(f"peak RSS ratio {largest:,} / {smallest:,} chunks: {ratio:.2f} "
-              f"(corpus {largest / smallest:.0f}x larger; flat means close to 1)")
+        smallest, largest = min(args.sizes), max(args.sizes)
+        results["memory"] = {engine: {str(k): v for k, v in rows.items()} for engine, rows in memory.items()}
+        for engine, rows in memory.items():
+            ratio = rows[largest]["peak_rss_mb"] / rows[smallest]["peak_rss_mb"]
+            results[f"peak_rss_ratio_{engine}"] = ratio
+            print(f"{engine}: peak RSS ratio {largest:,} / {smallest:,} chunks = {ratio:.2f} "
+                  f"(corpus {largest / smallest:.0f}x larger; flat means close to 1)")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

@@ -191,7 +191,7 @@ def _failing_mask(table: Any, taxonomy: Taxonomy, config: ParserConfig) -> Any:
 
 def scan_parts(paths: list[Path], taxonomy: Taxonomy, config: ParserConfig, validator: Any,
                failing: snapshot.ChunkWriter, *, batch_rows: int = 50_000,
-               engine: str = "datasets") -> tuple[checks.ContentTypeTally, set[str]]:
+               engine: str = "pyarrow") -> tuple[checks.ContentTypeTally, set[str]]:
     """Stream the parts once: GX suite per batch, content-type tally, chunked documents, failing rows.
 
     Memory is bounded by one batch (plus the set of document ids, which grows with documents,
@@ -222,7 +222,7 @@ def scan_parts(paths: list[Path], taxonomy: Taxonomy, config: ParserConfig, vali
 
 def validate_run(s3: Any, bucket: str, corpus: str, run_id: str, *, taxonomy: Taxonomy,
                  config: ParserConfig, allow_type_drop: bool, scratch: Path, batch_rows: int = 50_000,
-                 engine: str = "datasets") -> ValidationOutcome:
+                 engine: str = "pyarrow") -> ValidationOutcome:
     """Run the schema checks on the run's parse output and decide; quarantine on failure.
 
     Streams the parts in batches through the GX suite and the content-type tally; failing rows
@@ -273,7 +273,7 @@ def validate_run(s3: Any, bucket: str, corpus: str, run_id: str, *, taxonomy: Ta
 
 
 def publish_run(s3: Any, bucket: str, corpus: str, run_id: str, *, embedder: Any, store_factory: Any,
-                force: bool, scratch: Path, batch_rows: int = 2_048, engine: str = "datasets") -> dict[str, Any]:
+                force: bool, scratch: Path, batch_rows: int = 2_048, engine: str = "pyarrow") -> dict[str, Any]:
     """Copy the validated parts to their content-addressed snapshot, embed and index them, swap the pointer.
 
     Refuses a run whose validation did not pass. With the live pointer already on the same
