@@ -139,3 +139,21 @@ def test_shards_are_stable_and_bounded() -> None:
     assert len({shard_of(f"doc-{i}", 4) for i in range(100)}) == 4
     with pytest.raises(ValueError):
         shard_count(5, 0)
+
+
+def test_parse_jobs_are_complete_pod_jobs_one_per_shard() -> None:
+    from llmops import settings
+    from llmops.corpus import podspecs
+    from llmops.pods import PodJob
+
+    jobs = podspecs.parse_jobs(settings.load({}), "main", shards=3, bucket="llmops-corpus", run_id="manual__1",
+                               parser_version="v2", s3_endpoint="http://127.0.0.1:9000",
+                               tracking_uri="http://mlflow:5000")
+    assert [PodJob.from_dict(j).name for j in jobs] == ["corpus-parse-0", "corpus-parse-1", "corpus-parse-2"]
+    for shard, job in enumerate(jobs):
+        args = job["main"]["args"]
+        assert args[args.index("--shard") + 1] == str(shard)
+        assert args[args.index("--parser-version") + 1] == "v2"
+        assert not any("{{" in str(v) for v in (*args, *job["main"]["env"].values()))  # mapped: never rendered
+        assert job["main"]["env"]["AWS_ENDPOINT_URL"] == "http://127.0.0.1:9000"
+        assert set(job["main"]["secret_env"]) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
