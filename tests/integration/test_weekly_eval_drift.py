@@ -135,3 +135,47 @@ def test_no_champion_fails_clearly_naming_the_fix(platform, registered: bool) ->
     message = str(raised.value)
     assert f"model {model!r} has no 'champion' alias" in message
     assert "model_refresh" in message and "make run" in message
+
+
+def test_history_reads_qualification_baselines_from_the_refresh_experiment(platform, tmp_path: Path) -> None:
+    """The baseline query against a real MLflow server: the version's own qualify run as the candidate,
+    same hardware class first; runs of other roles, versions or eval sets never count."""
+    import mlflow
+
+    from llmops import tracking
+    from llmops.drift.history import DriftHistory
+    from llmops.evals.stats import ScoreEstimate
+
+    model = f"drift-base-{uuid.uuid4().hex[:8]}"
+    experiment = f"llmops-refresh-{model}"
+    experiment_id = tracking.configure(platform.endpoints.mlflow_url, experiment)
+
+    def qualify_run(version: str, role: str, hardware_class: str, evalset: str, score: float) -> str:
+        rows = [{"id": f"reverse-{i}", "category": "reverse", "reference": "x", "prediction": "x" if score else "y",
+                 "score": score, "latency_s": 0.1, "error": None} for i in range(3)]
+        results = tmp_path / f"{version}-{role}-{hardware_class}-{evalset}" / "eval_results.json"
+        results.parent.mkdir()
+        results.write_text(json.dumps(rows))
+        with mlflow.start_run(experiment_id=experiment_id) as run:
+            mlflow.set_tags({"llmops.stage": "qualify", "model": model, "model_version": version, "role": role,
+                             "hardware_class": hardware_class, "evalset": evalset, "evalset_revision": "rev1"})
+            mlflow.log_metrics(tracking.eval_metrics({"reverse": ScoreEstimate(score, score, score, 3)}))
+            mlflow.log_artifact(str(results), artifact_path="eval")
+        return run.info.run_id
+
+    wanted = qualify_run("2", "candidate", "cpu", "synthetic_chat_v1", 1.0)
+    qualify_run("2", "candidate", "h100x1", "synthetic_chat_v1", 0.0)   # another class
+    qualify_run("2", "champion", "cpu", "synthetic_chat_v1", 0.0)       # re-evaluated as the champion later
+    qualify_run("3", "candidate", "cpu", "synthetic_chat_v1", 0.0)      # another version
+    other_set = qualify_run("2", "candidate", "cpu", "tiny_chat_weekly_v1", 0.0)
+
+    store = DriftHistory(platform.endpoints.mlflow_url, qualify_experiment=experiment)
+    found = store.qualification_baseline(model, "2", "synthetic_chat_v1", "cpu", {"reverse-0": "Reverse: x"})
+    assert found is not None and found.run_id == wanted and found.alias == "qualify"
+    assert found.scores["reverse"].mean == 1.0 and found.item_scores("reverse") == {f"reverse-{i}": 1.0
+                                                                                     for i in range(3)}
+    assert found.items[0].prompt == "Reverse: x"
+    on_gpu_class = store.qualification_baseline(model, "2", "tiny_chat_weekly_v1", "h200x1")
+    assert on_gpu_class is not None and on_gpu_class.run_id == other_set  # no run on that class: any class
+    assert store.qualification_baseline(model, "9", "synthetic_chat_v1", "cpu") is None
+    assert DriftHistory(platform.endpoints.mlflow_url, experiment="no-such-experiment").weekly_runs(model) == []
