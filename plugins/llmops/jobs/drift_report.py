@@ -109,8 +109,11 @@ def build(args: argparse.Namespace, tracking_uri: str | None) -> tuple[Any, dict
             previous = next((c for c in current if c.alias == "previous" and c.evalset == now.evalset
                              and c.evalset_revision == now.evalset_revision), None)
         wanted = [c for c in categories if c in now.scores] if categories else None
+        unknown = [c for c in categories if c not in now.scores]
         if categories and not wanted:
             notes.append(f"{now.evalset}: none of the categories {categories} is scored; all are reported")
+        elif unknown and now.alias == "champion":
+            notes.append(f"{now.evalset}: categories {unknown} are not in this eval set; reported: {wanted}")
         analysed.append(analysis.analyse_series(ser, baseline=baseline, previous=previous, options=options,
                                                 categories=wanted or None))
         last_items = last.items if last is not None else ()
