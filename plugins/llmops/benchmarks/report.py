@@ -154,16 +154,19 @@ def render_chart(rows: Sequence[Row], path: str) -> str:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
     ordered = sorted(rows, key=lambda r: (r.hardware_class, r.model, r.workload))
     labels = [f"{r.hardware_class}\n{r.workload}" for r in ordered] or ["(no runs)"]
     fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(labels)), 4.5))
     width = 0.8 / len(CHART_METRICS)
+    handles = []
     for i, metric in enumerate(CHART_METRICS):
         values = [r.ratio(metric) for r in ordered]
         xs = [j + (i - (len(CHART_METRICS) - 1) / 2) * width for j in range(len(ordered))]
         heights = [v if v is not None else 0.0 for v in values]
-        bars = ax.bar(xs, heights, width, label=metric)
+        bars = ax.bar(xs, heights, width, label=metric, color=f"C{i}")
+        handles.append(Patch(facecolor=f"C{i}", label=metric))  # the legend without the regression edges
         for bar, r in zip(bars, ordered, strict=True):
             if r.metric_status(metric) == "regression":
                 bar.set_edgecolor("red")
@@ -178,7 +181,7 @@ def render_chart(rows: Sequence[Row], path: str) -> str:
     if uncompared:
         title += "\nnot compared: " + "; ".join(uncompared[:4]) + (" ..." if len(uncompared) > 4 else "")
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8)
+    ax.legend(handles=handles, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
