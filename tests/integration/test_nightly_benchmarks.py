@@ -28,28 +28,34 @@ def _dag():
     return bag.dags["nightly_benchmarks"]
 
 
-def _seed_history(tracking_uri: str) -> None:
-    """Earlier nights of the cpu class, recorded by the pipeline's own parsing and logging code
-    from real `vllm bench serve` results (tests/fixtures/bench, produced by bench/benchmarks_fixtures.py)."""
+def fixture_result(label: str) -> dict:
+    """A benchmark pod's result for the cpu class today, rebuilt with the pipeline's own parsing from a
+    real `vllm bench serve` fixture run (tests/fixtures/bench, produced by bench/benchmarks_fixtures.py)."""
     from llmops import settings
-    from llmops.benchmarks import config, plan, recording, results
+    from llmops.benchmarks import config, plan, results
     from llmops.benchmarks.workloads import load_matrix
     from llmops.hardware import load_hardware_class
 
     conf, bench = settings.load(), config.load()
     hw = load_hardware_class("cpu", conf.hardware_configs_dir)
     slo = {"ttft": hw.slo.ttft_p99_ms, "tpot": hw.slo.tpot_p99_ms}
+    entries = []
+    for workload in load_matrix("cpu", bench.matrices_dir).workloads:
+        parsed = results.load(FIXTURES / f"cpu-{label}-{workload.name}.json", slo)
+        entries.append({"name": workload.name, "workload": workload.to_dict(),
+                        "workload_hash": workload.workload_hash, "status": "ok", **parsed.to_dict()})
+    recorded = json.loads((FIXTURES / f"cpu-{label}-return.json").read_text())
+    return {**recorded, "config_hash": hw.config_hash, "workloads": entries,
+            "target": plan.default_target(bench.model, bench.default_model)}
+
+
+def _seed_history(tracking_uri: str) -> None:
+    """Earlier nights of the cpu class, recorded by the pipeline's own logging code."""
+    from llmops.benchmarks import recording
+
     for night in range(1, SEEDED_NIGHTS + 1):
-        entries = []
-        for workload in load_matrix("cpu", bench.matrices_dir).workloads:
-            parsed = results.load(FIXTURES / f"cpu-night{night}-{workload.name}.json", slo)
-            entries.append({"name": workload.name, "workload": workload.to_dict(),
-                            "workload_hash": workload.workload_hash, "status": "ok", **parsed.to_dict()})
-        recorded = json.loads((FIXTURES / f"cpu-night{night}-return.json").read_text())
-        result = {**recorded, "config_hash": hw.config_hash, "workloads": entries,
-                  "target": plan.default_target(bench.model, bench.default_model)}
-        recording.record([result], tracking_uri=tracking_uri, airflow_run_id=f"seeded-night-{night}",
-                         trigger="scheduled")
+        recording.record([fixture_result(f"night{night}")], tracking_uri=tracking_uri,
+                         airflow_run_id=f"seeded-night-{night}", trigger="scheduled")
 
 
 def test_injected_regression_fails_the_check_naming_the_class_and_workload(
@@ -109,4 +115,5 @@ def test_injected_regression_fails_the_check_naming_the_class_and_workload(
     # A what-if run is judged against the baseline but never becomes part of it.
     history = recording.history(client, experiment.experiment_id, hardware_class="cpu",
                                 model_key="path:tiny-chat/good", workload="in32-out16-rateinf-c16")
-    assert len(history) == SEEDED_NIGHTS
+    assert len(history) >= SEEDED_NIGHTS
+    assert not {s.run_id for s in history} & {r.info.run_id for r in workload_runs.values()}
