@@ -105,6 +105,8 @@ def run_workload(workload: Workload, *, base_url: str, served_model: str, tokeni
         proc = subprocess.run(["vllm", "bench", "serve", *args], capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
         return {**entry, "status": "failed", "error": f"vllm bench serve exceeded {timeout_s}s"}
+    except OSError as exc:  # no `vllm` on PATH: the main container is not running the vLLM image
+        return {**entry, "status": "failed", "error": f"cannot run vllm bench serve: {exc}"}
     for line in (proc.stdout + proc.stderr).splitlines()[-40:]:
         log.info("[bench %s] %s", workload.name, line)
     entry["wall_s"] = round(time.monotonic() - started, 3)
