@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import logging
 
+from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import DAG, Param, PokeReturnValue, task
 
@@ -223,10 +224,15 @@ with DAG(
     @task(task_id="restore_routing")
     def restore_routing(params: dict | None = None) -> dict:
         """All traffic back to the champion once the canary is over, whatever happened to it
-        (failed, rejected, killed or promoted); it fails the run if it cannot."""
+        (failed, rejected, killed or promoted)."""
         from llmops.serving_route import restore_champion_routing
 
         return restore_champion_routing(SETTINGS, params["model"])
 
-    promoted >> restore_routing().as_teardown(setups=planned_canary, on_failure_fail_dagrun=True)
+    restored = restore_routing().as_teardown(setups=planned_canary)
+    promoted >> restored
     promoted >> release_model().as_teardown(setups=claim)
+    # Teardowns do not decide the run's state (promote does: a failed canary fails the run). A
+    # failed restore must still fail it, so a plain leaf follows it; `on_failure_fail_dagrun`
+    # would instead make the teardown the run's only leaf and hide the canary's failure.
+    restored >> EmptyOperator(task_id="routing_restored")

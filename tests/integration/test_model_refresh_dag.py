@@ -106,6 +106,7 @@ def test_refresh_promotes_blocks_canaries_and_rolls_back(airflow_db, platform, m
     assert {task for task, state in breached_states.items() if state == "failed"} == {"check_canary"}
     # The teardowns ran although the run failed: routing back to the champion, the lease released.
     assert breached_states["restore_routing"] == breached_states["release_model"] == "success"
+    assert breached_states["routing_restored"] == "success" and breached_states["promote"] == "upstream_failed"
     assert model_lock.read_lease(s3, "llmops-models", model) is None
     rejected = registry.get(model, "4")
     assert rejected.tags["llmops.status"] == "rejected"
