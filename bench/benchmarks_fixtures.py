@@ -65,6 +65,8 @@ def main() -> int:
         regressed = f"cpu-maxseqs{args.regressed_max_num_seqs}"
         for name, values in throughput.items():
             nights = [v for k, v in values.items() if k != regressed]
+            if not nights:  # --nights 0: nothing measured to compare with in this run
+                continue
             ratio = values[regressed] / statistics.median(nights)
             print(f"{name}: regressed/baseline request throughput = {ratio:.2f}")
     return 0
