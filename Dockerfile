@@ -12,7 +12,7 @@ ARG AIRFLOW_BASE_TAG=3.3.2-python3.11
 ARG AIRFLOW_BASE_DIGEST
 FROM apache/airflow:${AIRFLOW_BASE_TAG}@${AIRFLOW_BASE_DIGEST}
 
-# nginx: the canary controller's local proxy when LLMOPS_TRAFFIC_ROUTER is nginx.
+# nginx: the canary controller's local proxy when LLMOPS_CANARY_ROUTER is nginx.
 USER root
 RUN apt-get update && apt-get install -y --no-install-recommends nginx-light && rm -rf /var/lib/apt/lists/*
 USER airflow
