@@ -1,7 +1,9 @@
 """
 ### Weekly eval drift: the production model re-evaluated every week
 
-Every Monday 06:00 UTC (or from the UI with the Params form), the registered model's
+Every Monday 06:00 UTC, after every change of the live retrieval corpus (asset
+`llmops-corpus-main`, emitted by `corpus_reingest`; a rerun in the same week replaces that
+week's point), or from the UI with the Params form, the registered model's
 **champion**, and its **previous** version when there is one, are evaluated on every eval
 set in `include/evalsets/` (or the ones selected), and a report says what drifted:
 
@@ -27,9 +29,10 @@ No champion yet? The run fails at `plan_evaluations` saying how to get one (run
 
 from __future__ import annotations
 
-from airflow.sdk import DAG, Param, task
+from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, Param, task
 
 from llmops import dagkit, settings
+from llmops.corpus.assets import CORPUS_ASSET
 from llmops.drift import pipeline
 from llmops.hardware import load_hardware_class
 from llmops.launch import mapped_pod_job_task, pod_job_task
@@ -41,7 +44,8 @@ HARDWARE = load_hardware_class(SETTINGS.default_hardware_class, SETTINGS.hardwar
 with DAG(
     dag_id="weekly_eval_drift",
     description="Re-evaluate the production model weekly and report per-category drift",
-    schedule="0 6 * * 1",
+    # Weekly, and after every corpus change: the served model's answers may depend on it.
+    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 6 * * 1", timezone="UTC"), assets=CORPUS_ASSET),
     start_date=dagkit.START_DATE,
     catchup=False,
     max_active_runs=1,

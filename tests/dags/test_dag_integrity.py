@@ -55,3 +55,17 @@ def test_ui_params_are_typed(dagbag) -> None:
 def test_dag_files_import_no_heavy_modules(dag_file: Path) -> None:
     _, heavy = measure(dag_file, repeat=1)
     assert heavy == [], f"{dag_file.name} imports {heavy} at parse time; import them inside tasks ({HEAVY})"
+
+
+def test_corpus_changes_are_followed_by_an_eval_run(dagbag) -> None:
+    """The corpus asset corpus_reingest emits schedules weekly_eval_drift, beside its weekly cron."""
+    from airflow.sdk import AssetOrTimeSchedule
+
+    from llmops.corpus.assets import CORPUS_ASSET
+
+    producer = dagbag.dags["corpus_reingest"]
+    assert any(CORPUS_ASSET in task.outlets for task in producer.tasks), "corpus_reingest must emit the corpus asset"
+    schedule = dagbag.dags["weekly_eval_drift"].timetable
+    assert isinstance(schedule, AssetOrTimeSchedule)
+    assert schedule.asset_condition == CORPUS_ASSET
+    assert (schedule.timetable.expression, schedule.timetable.timezone) == ("0 6 * * 1", "UTC")
