@@ -70,9 +70,16 @@ with DAG(
 
     @task(task_id="plan_parse")
     def plan_parse(planned: dict, run_id: str | None = None, params: dict | None = None) -> list[dict]:
-        """One parse pod job per shard (final values: mapped pod jobs are not template-rendered)."""
-        from airflow.sdk import BaseHook, Variable
+        """One parse pod job per shard (final values: mapped pod jobs are not template-rendered).
 
+        An empty source prefix fails the run here without retries: no retry can fill it.
+        """
+        from airflow.sdk import BaseHook, Variable
+        from airflow.sdk.exceptions import AirflowFailException
+
+        if int(planned["documents"]) == 0:
+            raise AirflowFailException(f"no source documents under {params['source_prefix']}: nothing to "
+                                       "ingest, the live snapshot stays live; fix the Param source_prefix")
         version = params["parser_version"] or Variable.get("llmops_corpus_parser_version", default="v1")
         return podspecs.parse_jobs(SETTINGS, CORPUS_NAME, shards=int(planned["shards"]),
                                    bucket=Variable.get("llmops_bucket_corpus"), run_id=run_id,

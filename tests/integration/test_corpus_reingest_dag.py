@@ -149,3 +149,21 @@ def test_parser_watch_announces_a_new_parser_version_once(airflow_db, platform, 
         monkeypatch.setenv("AIRFLOW_VAR_LLMOPS_CORPUS_PARSER_VERSION", live)
         same = dag.test()  # the active version is the live one: nothing to announce
         assert _task_result(same, "announce_parser_change")[0] == "skipped"
+
+
+def test_an_empty_source_prefix_fails_at_once_naming_the_prefix(airflow_db, platform) -> None:
+    """Nothing to ingest is a verdict: the run fails on its first try, before any parse pod."""
+    from airflow.models import TaskInstance
+    from airflow.utils.session import create_session
+
+    source = f"s3://{BUCKET}/sources/empty-{uuid.uuid4().hex[:8]}/"
+    run = _dag().test(run_conf={"source_prefix": source, "parser_version": "v1"})
+    assert run.state == "failed"
+    with create_session() as session:
+        tis = {ti.task_id: ti for ti in session.query(TaskInstance).filter_by(dag_id=run.dag_id, run_id=run.run_id)}
+        states = {task: ti.state for task, ti in tis.items()}
+        assert states["plan"] == "success"
+        assert states["plan_parse"] == "failed" and tis["plan_parse"].try_number == 1, "no retry of a verdict"
+        assert states["publish"] == "upstream_failed"
+    _, planned = _task_result(run, "plan")
+    assert planned["documents"] == 0

@@ -32,7 +32,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Plan the run; exit 2 when the source prefix holds no document."""
+    """Plan the run. An empty source prefix is a result (``documents: 0``), not a crash: the DAG
+    fails the run on it without retrying, which an exit code would not."""
     args = parse_args(argv)
     result = ingest.plan_sources(s3_client_from_env(), args.source_uri, args.bucket, args.corpus, args.run_id,
                                  docs_per_shard=args.docs_per_shard, max_shards=args.max_shards)
@@ -40,7 +41,6 @@ def main(argv: list[str] | None = None) -> int:
     if result["documents"] == 0:
         log.error("no source documents under %s; fix: check --source-uri (the UI param source_prefix)",
                   args.source_uri)
-        return 2
     return 0
 
 
