@@ -24,9 +24,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from llmops.config.settings import PROJECT_ROOT
 from llmops.embedded.airflow_settings import AirflowSettingsFile
 from llmops.embedded.services import Service
-from llmops.settings import PROJECT_ROOT
 
 # Dummy credentials of the local S3 endpoint (moto accepts any). Real ones come
 # from Kubernetes Secrets / the AWS connection in production.
@@ -78,12 +78,11 @@ class EmbeddedPlatform:
 
     # -- environment -------------------------------------------------------------------------
 
-    def placeholders(self) -> dict[str, str]:
-        """Values for the ``${...}`` placeholders of ``airflow_settings.yaml`` on the embedded default."""
+    def connection_overrides(self) -> dict[str, dict[str, object]]:
+        """Where ``airflow_settings.yaml``'s connections point here: the ports it started on."""
         return {
-            "LLMOPS_S3_ENDPOINT_URL": self.endpoints.s3_url,
-            "LLMOPS_MLFLOW_TRACKING_URI": self.endpoints.mlflow_url,
-            "LLMOPS_AWS_REGION": REGION,
+            "llmops_s3": {"extra": {"endpoint_url": self.endpoints.s3_url, "region_name": REGION}},
+            "llmops_mlflow": {"host": self.endpoints.mlflow_url},
         }
 
     def local_images(self) -> dict[str, str]:
@@ -141,7 +140,7 @@ class EmbeddedPlatform:
             **self.local_images(),
             **self.s3_env(),
         }
-        env.update(self.settings_file.env(self.placeholders()))
+        env.update(self.settings_file.env(self.connection_overrides()))
         return env
 
     # -- services ----------------------------------------------------------------------------
