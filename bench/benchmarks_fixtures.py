@@ -21,10 +21,10 @@ import statistics
 import sys
 from pathlib import Path
 
-from llmops import settings as settings_mod
 from llmops.benchmarks import config, plan
 from llmops.benchmarks.workloads import load_matrix
-from llmops.hardware import load_hardware_class
+from llmops.config import settings as settings_mod
+from llmops.core.hardware import load_hardware_class
 from llmops.launch.local import LocalPodRunner
 
 

@@ -5,7 +5,7 @@
    ``sha256sum`` over all the files;
 3. against a local ``moto_server``: streaming verification from S3 (``integrity.verify_drop``,
    nothing written to disk) vs download-to-disk then ``sha256sum``; and staging with server-side
-   multipart copy (``storage.stage_drop``) vs a plain boto3 download-then-upload of the same drop.
+   multipart copy (``staging.stage_drop``) vs a plain boto3 download-then-upload of the same drop.
 
 Files are read from the page cache (each is read once before timing); every timing is the best
 of ``--repeat`` runs. A ratio above 1 means this project's code is faster. Not part of the tests.
@@ -75,8 +75,8 @@ def _row(name: str, seconds: float, size: int, baseline_s: float | None = None) 
 
 def bench_local(work: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
     """Single file and multi-file drop, local disk (page cache)."""
-    from llmops import integrity
-    from llmops.manifests import ManifestFile
+    from llmops.core.manifests import ManifestFile
+    from llmops.io import integrity
 
     rows = []
     single = work / "single.bin"
@@ -111,9 +111,11 @@ def bench_local(work: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def bench_s3(work: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
     """Streaming S3 verification and server-side staging against a local moto_server."""
-    from llmops import integrity, storage
     from llmops.embedded import s3state
     from llmops.embedded.services import Service, free_port
+    from llmops.io import integrity
+    from llmops.io import s3 as s3io
+    from llmops.refresh import staging
 
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench-secret")
@@ -124,7 +126,7 @@ def bench_s3(work: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
     service.start()
     rows = []
     try:
-        s3 = s3state.client(f"http://127.0.0.1:{port}")
+        s3 = s3io.client(endpoint_url=f"http://127.0.0.1:{port}")
         s3state.ensure_buckets(s3, ["bench-drops", "bench-models", "bench-copies"])
         files = []
         local = work / "upload"
@@ -139,8 +141,8 @@ def bench_s3(work: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
         manifest_data = {"model": "bench", "model_family": "llama", "source": "bench", "revision": "r1",
                          "runtime_image": "vllm/vllm-openai@sha256:" + "0" * 64,
                          "created_at": "2026-11-23T00:00:00Z", "files": files}
-        storage.write_json(s3, "bench-drops", "bench/r1/manifest.json", manifest_data)
-        manifest = storage.read_drop_manifest(s3, "bench-drops", "bench/r1/")
+        s3io.write_json(s3, "bench-drops", "bench/r1/manifest.json", manifest_data)
+        manifest = staging.read_drop_manifest(s3, "bench-drops", "bench/r1/")
         total = manifest.total_size
         print(f"S3 drop of {args.stage_files} x {args.stage_mb} MiB on moto_server, {args.workers} workers")
 
@@ -171,11 +173,11 @@ def bench_s3(work: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
                 path.unlink()
 
         def unstage() -> None:  # stage from scratch every repeat
-            for obj in storage.list_prefix(s3, "bench-models", storage.staged_prefix("bench", manifest.weight_digest)):
+            for obj in s3io.list_prefix(s3, "bench-models", staging.staged_prefix("bench", manifest.weight_digest)):
                 s3.delete_object(Bucket="bench-models", Key=obj.key)
 
-        def stage() -> storage.StagingResult:
-            return storage.stage_drop(s3, manifest, "bench-drops", "bench-models", part_size=args.part_mb * MiB,
+        def stage() -> staging.StagingResult:
+            return staging.stage_drop(s3, manifest, "bench-drops", "bench-models", part_size=args.part_mb * MiB,
                                       workers=args.workers)
 
         base_s, _ = _best(download_then_upload, args.repeat)
@@ -183,8 +185,8 @@ def bench_s3(work: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
         assert set(staged.copied) == {f.path for f in manifest.files}
         parts = sum(staged.parts.values())
         rows.append(_row("baseline: boto3 download_file + upload_file", base_s, total))
-        rows.append(_row(f"storage.stage_drop, server-side multipart copy ({parts} parts)", ours_s, total, base_s))
-        noop_s, again = _best(lambda: storage.stage_drop(s3, manifest, "bench-drops", "bench-models",
+        rows.append(_row(f"staging.stage_drop, server-side multipart copy ({parts} parts)", ours_s, total, base_s))
+        noop_s, again = _best(lambda: staging.stage_drop(s3, manifest, "bench-drops", "bench-models",
                                                          part_size=args.part_mb * MiB), 1)
         assert again.already_staged
         print(f"  {'re-staging the same drop (no-op)':<58} {noop_s:7.3f} s")

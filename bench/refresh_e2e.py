@@ -40,6 +40,7 @@ def main() -> int:
     from llmops.embedded import s3state
     from llmops.embedded.platform import EmbeddedPlatform, Endpoints
     from llmops.embedded.services import free_port
+    from llmops.io import s3 as s3io
 
     platform = EmbeddedPlatform(session / "platform", Endpoints(free_port(), free_port(), free_port()))
     env = platform.airflow_env()
@@ -52,7 +53,7 @@ def main() -> int:
     try:
         for service in services:
             service.start()
-        s3state.ensure_buckets(s3state.client(platform.endpoints.s3_url), platform.settings_file.buckets())
+        s3state.ensure_buckets(s3io.client(endpoint_url=platform.endpoints.s3_url), platform.settings_file.buckets())
         return _run(session)
     finally:
         for service in reversed(services):
@@ -88,7 +89,7 @@ def _run(session: Path) -> int:
         print(f"{label:<44} {run.state:<8} {wall:>7.1f} {wall - windows:>10.1f} {task_s:>8.1f} "
               f"{wall / task_s if task_s else float('nan'):>10.2f}")
         if "canary_vllm_args" in extra:
-            from llmops.registry import ModelRegistry
+            from llmops.io.registry import ModelRegistry
 
             tags = ModelRegistry(os.environ["MLFLOW_TRACKING_URI"]).get(model, str(i)).tags
             print(f"  breach-to-rollback: {float(tags['llmops.breach_to_rollback_s']):.3f} s "

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from airflow.sdk import DAG, Asset, CronTriggerTimetable, task
 
-from llmops import dagkit, settings
 from llmops.benchmarks import config
+from llmops.config import dag_defaults, settings
 
 SETTINGS = settings.load()
 BENCH = config.load()
@@ -29,11 +29,11 @@ with DAG(
     dag_id="benchmark_change_watcher",
     description="Emit an asset event when a benchmarked hardware config or the runtime image changes",
     schedule=CronTriggerTimetable(BENCH.watch_cron, timezone=BENCH.timezone),
-    start_date=dagkit.START_DATE,
+    start_date=dag_defaults.START_DATE,
     catchup=False,
     max_active_runs=1,
-    tags=dagkit.tags("benchmarks"),
-    default_args=dagkit.default_args(),
+    tags=dag_defaults.tags("benchmarks"),
+    default_args=dag_defaults.default_args(),
     doc_md=__doc__,
 ) as dag:
 
@@ -45,7 +45,7 @@ with DAG(
         from airflow.sdk import Variable
 
         from llmops.benchmarks import changes
-        from llmops.hardware import load_hardware_class
+        from llmops.core.hardware import load_hardware_class
 
         hashes = {name: load_hardware_class(name, SETTINGS.hardware_configs_dir).config_hash
                   for name in BENCH.hardware_classes}

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from airflow.sdk import DAG, CronTriggerTimetable, task
 
-from llmops import dagkit
+from llmops.config import dag_defaults
 from llmops.corpus.assets import CORPUS_NAME, PARSER_CONFIG_ASSET, PARSER_VERSION_VARIABLE
 
 ANNOUNCED_VARIABLE = "llmops_corpus_parser_announced"
@@ -22,29 +22,26 @@ with DAG(
     dag_id="corpus_parser_watch",
     description="Trigger corpus re-ingestion when the active parser version differs from the live snapshot's",
     schedule=CronTriggerTimetable("*/30 * * * *", timezone="UTC"),
-    start_date=dagkit.START_DATE,
+    start_date=dag_defaults.START_DATE,
     catchup=False,
     max_active_runs=1,
-    tags=dagkit.tags("corpus"),
-    default_args=dagkit.default_args(),
+    tags=dag_defaults.tags("corpus"),
+    default_args=dag_defaults.default_args(),
     doc_md=__doc__,
 ) as dag:
 
     @task.short_circuit(task_id="parser_changed")
     def parser_changed() -> bool:
         """True when the active parser version is neither live nor already announced."""
-        import boto3
-        from airflow.sdk import BaseHook, Variable
+        from airflow.sdk import Variable
 
         from llmops.corpus import ingest
         from llmops.corpus.config import load_parser_config
+        from llmops.io.s3 import client_from_connection
 
         active = Variable.get(PARSER_VERSION_VARIABLE, default="v1")
         load_parser_config(active)  # a variable naming no configuration fails here, loudly
-        s3_extra = BaseHook.get_connection("llmops_s3").extra_dejson
-        s3 = boto3.client("s3", endpoint_url=s3_extra.get("endpoint_url") or None,
-                          region_name=s3_extra.get("region_name") or None)
-        pointer, _ = ingest.read_pointer(s3, Variable.get("llmops_bucket_corpus"), CORPUS_NAME)
+        pointer, _ = ingest.read_pointer(client_from_connection(), Variable.get("llmops_bucket_corpus"), CORPUS_NAME)
         live = (pointer or {}).get("parser_version")
         announced = Variable.get(ANNOUNCED_VARIABLE, default=None)
         print(f"active parser {active}, live snapshot parser {live}, last announced {announced}")

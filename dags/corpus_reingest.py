@@ -32,8 +32,8 @@ from pathlib import Path
 
 from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, Param, task
 
-from llmops import dagkit, settings
-from llmops.corpus import podspecs
+from llmops.config import dag_defaults, settings
+from llmops.corpus import plan as corpus_plan
 from llmops.corpus.assets import CORPUS_ASSET, CORPUS_NAME, PARSER_CONFIG_ASSET
 from llmops.launch import mapped_pod_job_task, pod_job_task
 
@@ -46,11 +46,11 @@ with DAG(
     description="Parse, schema-check (Great Expectations) and publish the retrieval corpus snapshot",
     schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 2 * * *", timezone="UTC"),
                                  assets=PARSER_CONFIG_ASSET),
-    start_date=dagkit.START_DATE,
+    start_date=dag_defaults.START_DATE,
     catchup=False,
     max_active_runs=1,
-    tags=dagkit.tags("corpus"),
-    default_args=dagkit.default_args(),
+    tags=dag_defaults.tags("corpus"),
+    default_args=dag_defaults.default_args(),
     doc_md=__doc__,
     params={
         "source_prefix": Param("s3://llmops-corpus/sources/main/", type="string", pattern="^s3://[^/]+/.*$",
@@ -66,7 +66,7 @@ with DAG(
                                 description="Documents per parse pod job"),
     },
 ) as dag:
-    plan = pod_job_task(podspecs.plan_job(SETTINGS, CORPUS_NAME), task_id="plan")
+    plan = pod_job_task(corpus_plan.plan_job(SETTINGS, CORPUS_NAME), task_id="plan")
 
     @task(task_id="plan_parse")
     def plan_parse(planned: dict, run_id: str | None = None, params: dict | None = None) -> list[dict]:
@@ -81,14 +81,14 @@ with DAG(
             raise AirflowFailException(f"no source documents under {params['source_prefix']}: nothing to "
                                        "ingest, the live snapshot stays live; fix the Param source_prefix")
         version = params["parser_version"] or Variable.get("llmops_corpus_parser_version", default="v1")
-        return podspecs.parse_jobs(SETTINGS, CORPUS_NAME, shards=int(planned["shards"]),
+        return corpus_plan.parse_jobs(SETTINGS, CORPUS_NAME, shards=int(planned["shards"]),
                                    bucket=Variable.get("llmops_bucket_corpus"), run_id=run_id,
                                    parser_version=version,
                                    s3_endpoint=BaseHook.get_connection("llmops_s3").extra_dejson.get("endpoint_url"),
                                    tracking_uri=BaseHook.get_connection("llmops_mlflow").host)
 
     parse = mapped_pod_job_task(task_id="parse", pod_jobs=plan_parse(plan.output))
-    validate = pod_job_task(podspecs.validate_job(SETTINGS, CORPUS_NAME), task_id="validate")
+    validate = pod_job_task(corpus_plan.validate_job(SETTINGS, CORPUS_NAME), task_id="validate")
     parse >> validate
 
     @task(task_id="check_verdict")
@@ -101,7 +101,7 @@ with DAG(
                                        f"MLflow run {result['mlflow_run_id']}); the live snapshot stays live")
         return result
 
-    publish = pod_job_task(podspecs.publish_job(SETTINGS, CORPUS_NAME), task_id="publish")
+    publish = pod_job_task(corpus_plan.publish_job(SETTINGS, CORPUS_NAME), task_id="publish")
     check_verdict(validate.output) >> publish
 
     @task(task_id="emit_corpus_asset", outlets=[CORPUS_ASSET])

@@ -45,10 +45,11 @@ from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import DAG, Param, PokeReturnValue, task
 
-from llmops import dagkit, refresh, settings
-from llmops.hardware import load_hardware_class
+from llmops.config import dag_defaults, settings
+from llmops.core.hardware import load_hardware_class
 from llmops.launch import mapped_pod_job_task, pod_job_task
-from llmops.serving import pool_kwargs
+from llmops.refresh import actions, plan, qualify
+from llmops.serving.vllm import pool_kwargs
 
 SETTINGS = settings.load()
 TARGET_CLASSES = SETTINGS.refresh_hardware_classes
@@ -59,12 +60,12 @@ with DAG(
     dag_id="model_refresh",
     description="Receive, verify, stage, qualify and promote a new model checkpoint",
     schedule=None,
-    start_date=dagkit.START_DATE,
+    start_date=dag_defaults.START_DATE,
     catchup=False,
     # Runs of different models overlap; runs of one model queue on its lease (claim_model).
     max_active_runs=8,
-    tags=dagkit.tags("refresh"),
-    default_args=dagkit.default_args(),
+    tags=dag_defaults.tags("refresh"),
+    default_args=dag_defaults.default_args(),
     doc_md=__doc__,
     params={
         "model": Param("tiny-chat", type="string", pattern="^[a-z0-9][a-z0-9-]{0,62}$",
@@ -99,18 +100,18 @@ with DAG(
             return RuntimeTaskInstance.get_dr_count(dag_id="model_refresh", run_ids=[holder],
                                                     states=["queued", "running"]) > 0
 
-        held, why = refresh.claim_model(params["model"], run_id, holder_alive)
+        held, why = actions.claim_model(params["model"], run_id, holder_alive)
         log.info(why)
         return PokeReturnValue(is_done=held, xcom_value=why)
 
     @task(task_id="release_model")
     def release_model(params: dict | None = None, run_id: str | None = None) -> bool:
         """Give the model's lease back, whatever the run's outcome (a teardown)."""
-        return refresh.release_model(params["model"], run_id)
+        return actions.release_model(params["model"], run_id)
 
     claim = claim_model()
-    receive = pod_job_task(refresh.receive_job(SETTINGS), task_id="receive")
-    stage = pod_job_task(refresh.stage_job(SETTINGS), task_id="stage")
+    receive = pod_job_task(plan.receive_job(SETTINGS), task_id="receive")
+    stage = pod_job_task(plan.stage_job(SETTINGS), task_id="stage")
     claim >> receive >> stage
 
     qualify_outputs = []
@@ -119,13 +120,13 @@ with DAG(
         @task(task_id=f"plan_qualify_{hw_name}")
         def plan_qualify(stage_result: dict, hw_name: str = hw_name, params: dict | None = None) -> list[dict]:
             """The pod jobs that qualify the candidate (and the champion) on this class."""
-            return refresh.plan_qualification(SETTINGS, hw_name, selected=params["hardware_classes"],
-                                              model=params["model"], stage_result=stage_result,
-                                              evalset_config=EVALSET)
+            return plan.plan_qualification(SETTINGS, hw_name, selected=params["hardware_classes"],
+                                           model=params["model"], stage_result=stage_result,
+                                           evalset_config=EVALSET)
 
-        qualify = mapped_pod_job_task(task_id=f"qualify_{hw_name}", pod_jobs=plan_qualify(stage.output),
-                                      **pool_kwargs(load_hardware_class(hw_name, SETTINGS.hardware_configs_dir)))
-        qualify_outputs.append(qualify.output)
+        qualify_task = mapped_pod_job_task(task_id=f"qualify_{hw_name}", pod_jobs=plan_qualify(stage.output),
+                                           **pool_kwargs(load_hardware_class(hw_name, SETTINGS.hardware_configs_dir)))
+        qualify_outputs.append(qualify_task.output)
 
     @task(task_id="gate", trigger_rule="none_failed")
     def gate(stage_result: dict, *qualify_results: list, params: dict | None = None) -> dict:
@@ -135,10 +136,11 @@ with DAG(
 
         results = [r for per_class in qualify_results for r in (per_class or [])]
         try:
-            return refresh.decide(SETTINGS, model=params["model"], candidate_version=str(stage_result["model_version"]),
-                                  evalset_config=EVALSET, results=results, max_drop=params["max_drop"],
-                                  tracking_uri=BaseHook.get_connection("llmops_mlflow").host)
-        except refresh.GateFailed as exc:
+            return qualify.judge_qualification(
+                SETTINGS, model=params["model"], candidate_version=str(stage_result["model_version"]),
+                evalset_config=EVALSET, results=results, max_drop=params["max_drop"],
+                tracking_uri=BaseHook.get_connection("llmops_mlflow").host)
+        except qualify.GateFailed as exc:
             raise AirflowFailException(str(exc)) from exc  # a verdict, not a transient error: no retry
 
     verdict = gate(stage.output, *qualify_outputs)
@@ -147,11 +149,11 @@ with DAG(
     @task(task_id="plan_canary")
     def plan_canary(stage_result: dict, verdict: dict, params: dict | None = None) -> list[dict]:
         """The canary pod (stable = champion, canary = candidate); none for a first model."""
-        spec = refresh.canary_spec(SETTINGS, weights=params["canary_steps"], window_s=params["canary_window_s"],
-                                   failure_limit=params["canary_failure_limit"])
-        return refresh.plan_canary(SETTINGS, model=params["model"], stage_result=stage_result, verdict=verdict,
-                                   spec=spec, stop_before_last_step=params["require_approval"],
-                                   canary_extra_args=params["canary_vllm_args"])
+        spec = plan.canary_spec(SETTINGS, weights=params["canary_steps"], window_s=params["canary_window_s"],
+                                failure_limit=params["canary_failure_limit"])
+        return plan.plan_canary(SETTINGS, model=params["model"], stage_result=stage_result, verdict=verdict,
+                                spec=spec, stop_before_last_step=params["require_approval"],
+                                canary_extra_args=params["canary_vllm_args"])
 
     planned_canary = plan_canary(stage.output, verdict)
     canary = mapped_pod_job_task(task_id="canary", pod_jobs=planned_canary, **pool_kwargs(serving_hw))
@@ -163,10 +165,10 @@ with DAG(
         from airflow.sdk.exceptions import AirflowFailException
 
         try:
-            return refresh.check_canary(params["model"], str(stage_result["model_version"]),
+            return qualify.check_canary(params["model"], str(stage_result["model_version"]),
                                         next(iter(results or []), None),
                                         BaseHook.get_connection("llmops_mlflow").host)
-        except refresh.GateFailed as exc:
+        except qualify.GateFailed as exc:
             raise AirflowFailException(str(exc)) from exc
 
     canary_result = check_canary(stage.output, canary.output)
@@ -188,10 +190,10 @@ with DAG(
     def plan_canary_last_step(stage_result: dict, verdict: dict, result: dict,
                               params: dict | None = None) -> list[dict]:
         """The same canary, resumed at its last step after the approval."""
-        spec = refresh.canary_spec(SETTINGS, weights=params["canary_steps"], window_s=params["canary_window_s"],
-                                   failure_limit=params["canary_failure_limit"])
-        return refresh.plan_canary(SETTINGS, model=params["model"], stage_result=stage_result, verdict=verdict,
-                                   spec=spec, from_step=result["next_step"], failures_so_far=result["failures"],
+        spec = plan.canary_spec(SETTINGS, weights=params["canary_steps"], window_s=params["canary_window_s"],
+                                failure_limit=params["canary_failure_limit"])
+        return plan.plan_canary(SETTINGS, model=params["model"], stage_result=stage_result, verdict=verdict,
+                                spec=spec, from_step=result["next_step"], failures_so_far=result["failures"],
                                    canary_extra_args=params["canary_vllm_args"], name="canary-last-step")
 
     planned_last = plan_canary_last_step(stage.output, verdict, canary_result)
@@ -214,9 +216,8 @@ with DAG(
         if verdict["champion_version"] is not None and (final or {}).get("outcome") != "promoted":
             raise AirflowFailException(f"no completed canary for version {verdict['candidate_version']} "
                                        f"(outcome: {(final or {}).get('outcome')}): not promoting")
-        s3 = BaseHook.get_connection("llmops_s3").extra_dejson.get("endpoint_url")
-        return refresh.promote(SETTINGS, model=verdict["model"], version=verdict["candidate_version"], run_id=run_id,
-                               tracking_uri=BaseHook.get_connection("llmops_mlflow").host, s3_endpoint=s3,
+        return actions.promote(SETTINGS, model=verdict["model"], version=verdict["candidate_version"], run_id=run_id,
+                               tracking_uri=BaseHook.get_connection("llmops_mlflow").host,
                                models_bucket=Variable.get("llmops_bucket_models"))
 
     promoted = promote(verdict, canary_result, last_result)
@@ -225,7 +226,7 @@ with DAG(
     def restore_routing(params: dict | None = None) -> dict:
         """All traffic back to the champion once the canary is over, whatever happened to it
         (failed, rejected, killed or promoted)."""
-        from llmops.serving_route import restore_champion_routing
+        from llmops.serving.deployments import restore_champion_routing
 
         return restore_champion_routing(SETTINGS, params["model"])
 

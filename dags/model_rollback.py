@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from airflow.sdk import DAG, Param, task
 
-from llmops import dagkit, settings
+from llmops.config import dag_defaults, settings
 
 SETTINGS = settings.load()
 
@@ -26,11 +26,11 @@ with DAG(
     dag_id="model_rollback",
     description="Move the champion alias back to the previous version and record it in current.json",
     schedule=None,
-    start_date=dagkit.START_DATE,
+    start_date=dag_defaults.START_DATE,
     catchup=False,
     max_active_runs=1,
-    tags=dagkit.tags("refresh", "rollback"),
-    default_args=dagkit.default_args(),
+    tags=dag_defaults.tags("refresh", "rollback"),
+    default_args=dag_defaults.default_args(),
     doc_md=__doc__,
     params={
         "model": Param("tiny-chat", type="string", pattern="^[a-z0-9][a-z0-9-]{0,62}$",
@@ -44,12 +44,11 @@ with DAG(
         retry after success moves nothing twice)."""
         from airflow.sdk import BaseHook, Variable
 
-        from llmops import refresh
+        from llmops.refresh import actions
 
-        return refresh.rollback(
+        return actions.rollback(
             SETTINGS, model=params["model"], run_id=run_id,
             tracking_uri=BaseHook.get_connection("llmops_mlflow").host,
-            s3_endpoint=BaseHook.get_connection("llmops_s3").extra_dejson.get("endpoint_url"),
             models_bucket=Variable.get("llmops_bucket_models"),
         )
 

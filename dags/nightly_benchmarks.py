@@ -33,9 +33,9 @@ from __future__ import annotations
 
 from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, task
 
-from llmops import dagkit, settings
 from llmops.benchmarks import config, plan
-from llmops.hardware import load_all
+from llmops.config import dag_defaults, settings
+from llmops.core.hardware import load_all
 from llmops.launch import mapped_pod_job_task
 
 SETTINGS = settings.load()
@@ -51,11 +51,11 @@ with DAG(
     description="Nightly vLLM benchmarks per hardware class, regressions flagged against each class's history",
     schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable(BENCH.cron, timezone=BENCH.timezone),
                                  assets=TARGETS_CHANGED),
-    start_date=dagkit.START_DATE,
+    start_date=dag_defaults.START_DATE,
     catchup=False,
     max_active_runs=1,
-    tags=dagkit.tags("benchmarks"),
-    default_args=dagkit.default_args(),
+    tags=dag_defaults.tags("benchmarks"),
+    default_args=dag_defaults.default_args(),
     doc_md=__doc__,
     params={
         "hardware_classes": Param(list(BENCH.hardware_classes), type="array", minItems=1,

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 from airflow.sdk import DAG, Param, task
 
-from llmops import dagkit, podjobs, settings
-from llmops.hardware import load_hardware_class
+from llmops.config import dag_defaults, settings
+from llmops.core.hardware import load_hardware_class
+from llmops.evals.eval_job import evaluation_pod_job
 from llmops.launch import pod_job_task
-from llmops.serving import pool_kwargs
+from llmops.serving.vllm import pool_kwargs
 
 SETTINGS = settings.load()
 HARDWARE = load_hardware_class(SETTINGS.default_hardware_class, SETTINGS.hardware_configs_dir)
@@ -29,11 +30,11 @@ with DAG(
     dag_id="platform_smoke",
     description="One pod job (vLLM sidecar + eval job) through the configured launcher, recorded in MLflow",
     schedule=None,
-    start_date=dagkit.START_DATE,
+    start_date=dag_defaults.START_DATE,
     catchup=False,
     max_active_runs=1,
-    tags=dagkit.tags("smoke"),
-    default_args=dagkit.default_args(),
+    tags=dag_defaults.tags("smoke"),
+    default_args=dag_defaults.default_args(),
     doc_md=__doc__,
     params={
         "model_variant": Param("good", type="string", enum=["good", "better", "degraded"],
@@ -43,7 +44,7 @@ with DAG(
     },
 ) as dag:
     serve_and_evaluate = pod_job_task(
-        podjobs.evaluation_pod_job(
+        evaluation_pod_job(
             SETTINGS,
             HARDWARE,
             name="smoke-evaluate",
@@ -61,7 +62,7 @@ with DAG(
     @task(task_id="verify_mlflow_run")
     def verify_mlflow_run(result: dict) -> dict:
         """Read the eval run back from MLflow: it must exist and hold the per-category metrics."""
-        from llmops.smoke import verify_eval_run
+        from llmops.evals.smoke_check import verify_eval_run
 
         return verify_eval_run(result)
 

@@ -31,12 +31,12 @@ from __future__ import annotations
 
 from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, Param, task
 
-from llmops import dagkit, settings
+from llmops.config import dag_defaults, settings
+from llmops.core.hardware import load_hardware_class
 from llmops.corpus.assets import CORPUS_ASSET
-from llmops.drift import pipeline
-from llmops.hardware import load_hardware_class
+from llmops.drift import plan as drift_plan
 from llmops.launch import mapped_pod_job_task, pod_job_task
-from llmops.serving import pool_kwargs
+from llmops.serving.vllm import pool_kwargs
 
 SETTINGS = settings.load()
 HARDWARE = load_hardware_class(SETTINGS.default_hardware_class, SETTINGS.hardware_configs_dir)
@@ -46,11 +46,11 @@ with DAG(
     description="Re-evaluate the production model weekly and report per-category drift",
     # Weekly, and after every corpus change: the served model's answers may depend on it.
     schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 6 * * 1", timezone="UTC"), assets=CORPUS_ASSET),
-    start_date=dagkit.START_DATE,
+    start_date=dag_defaults.START_DATE,
     catchup=False,
     max_active_runs=1,
-    tags=dagkit.tags("drift", "evals"),
-    default_args=dagkit.default_args(),
+    tags=dag_defaults.tags("drift", "evals"),
+    default_args=dag_defaults.default_args(),
     doc_md=__doc__,
     params={
         "model": Param("tiny-chat", type="string", pattern="^[a-z0-9][a-z0-9-]{0,62}$",
@@ -69,7 +69,7 @@ with DAG(
                          description="Which drifts fail the run: score drops only, or any direction"),
     },
 ) as dag:
-    check_evalsets = pod_job_task(pipeline.hygiene_job(SETTINGS), task_id="check_evalsets")
+    check_evalsets = pod_job_task(drift_plan.hygiene_job(SETTINGS), task_id="check_evalsets")
 
     @task(task_id="plan_evaluations")
     def plan_evaluations(hygiene: dict, params: dict | None = None, dag_run=None, run_id: str | None = None) -> list:
@@ -77,17 +77,17 @@ with DAG(
         from airflow.sdk import BaseHook
         from airflow.sdk.exceptions import AirflowFailException
 
-        from llmops import registry
+        from llmops.io import registry
 
         tracking_uri = BaseHook.get_connection("llmops_mlflow").host
         s3_endpoint = BaseHook.get_connection("llmops_s3").extra_dejson.get("endpoint_url")
         try:
-            targets = pipeline.targets(registry.ModelRegistry(tracking_uri), params["model"], tracking_uri)
-        except pipeline.NoChampion as exc:
+            targets = drift_plan.targets(registry.ModelRegistry(tracking_uri), params["model"], tracking_uri)
+        except drift_plan.NoChampion as exc:
             raise AirflowFailException(str(exc)) from exc  # retrying cannot make a champion appear
-        return pipeline.evaluation_jobs(
+        return drift_plan.evaluation_jobs(
             SETTINGS, HARDWARE, model=params["model"], targets=targets, evalsets=hygiene["evalsets"],
-            week=pipeline.week_of(dag_run.logical_date, dag_run.run_after),
+            week=drift_plan.week_of(dag_run.logical_date, dag_run.run_after),
             limit_per_category=params["limit_per_category"], s3_endpoint=s3_endpoint, tracking_uri=tracking_uri,
             airflow_run_id=run_id)
 
@@ -100,8 +100,8 @@ with DAG(
         """The report pod job over this week's eval results."""
         from airflow.sdk import BaseHook
 
-        return [pipeline.report_job(
-            SETTINGS, model=params["model"], week=pipeline.week_of(dag_run.logical_date, dag_run.run_after),
+        return [drift_plan.report_job(
+            SETTINGS, model=params["model"], week=drift_plan.week_of(dag_run.logical_date, dag_run.run_after),
             evaluations=list(evaluations), evalsets=hygiene["evalsets"], weeks=params["weeks"],
             threshold=params["threshold"], fail_on=params["fail_on"], categories=params["categories"],
             hardware_class=HARDWARE.name, tracking_uri=BaseHook.get_connection("llmops_mlflow").host,
@@ -115,8 +115,8 @@ with DAG(
         from airflow.sdk.exceptions import AirflowFailException
 
         try:
-            return pipeline.check(next(iter(results or []), None))
-        except pipeline.DriftAlert as exc:
+            return drift_plan.check(next(iter(results or []), None))
+        except drift_plan.DriftAlert as exc:
             raise AirflowFailException(str(exc)) from exc
 
     check_drift(report.output)

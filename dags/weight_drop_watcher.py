@@ -17,8 +17,8 @@ from __future__ import annotations
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import DAG, task
 
-from llmops import dagkit, settings
-from llmops.drop_sensor import WeightDropSensor
+from llmops.config import dag_defaults, settings
+from llmops.refresh.drop_sensor import WeightDropSensor
 
 SETTINGS = settings.load()
 
@@ -26,11 +26,11 @@ with DAG(
     dag_id="weight_drop_watcher",
     description="Trigger model_refresh once per new weight drop (deferrable sensor on the drops bucket)",
     schedule="@continuous",
-    start_date=dagkit.START_DATE,
+    start_date=dag_defaults.START_DATE,
     catchup=False,
     max_active_runs=1,
-    tags=dagkit.tags("refresh", "sensor"),
-    default_args=dagkit.default_args(),
+    tags=dag_defaults.tags("refresh", "sensor"),
+    default_args=dag_defaults.default_args(),
     doc_md=__doc__,
 ) as dag:
     new_drops = WeightDropSensor(
@@ -44,8 +44,8 @@ with DAG(
     @task(task_id="claim_drops")
     def claim_drops(drops: list[dict], run_id: str | None = None) -> list[dict]:
         """Claim each drop (conditional write); only drops claimed by this run start a refresh."""
-        from llmops.drop_sensor import S3_CONN_ID, _s3_client
-        from llmops.drop_watch import Drop, claim
+        from llmops.refresh.drop_sensor import S3_CONN_ID, _s3_client
+        from llmops.refresh.drop_watch import Drop, claim
 
         s3 = _s3_client(S3_CONN_ID)
         claimed = []

@@ -104,12 +104,12 @@ def test_gateway_canary_controller_pod_is_valid(monkeypatch) -> None:
     CPU pod whose arguments the canary job accepts."""
     from airflow.sdk import DAG
 
-    from llmops import settings
-    from llmops.canary_pods import canary_controller_job
-    from llmops.hardware import load_hardware_class
+    from llmops.canary.plan import canary_controller_job
+    from llmops.config import settings
+    from llmops.core.hardware import load_hardware_class
     from llmops.jobs import canary as canary_job
     from llmops.launch.kubernetes import make_kubernetes_task, render_pod_manifest
-    from llmops.serving_route import ServingRoute
+    from llmops.serving.deployments import ServingRoute
 
     monkeypatch.setenv("LLMOPS_JOBS_IMAGE", JOBS_IMAGE)
     monkeypatch.setenv("LLMOPS_LAUNCHER", "kubernetes")
@@ -135,10 +135,11 @@ def test_qualification_pods_planned_at_run_time_are_valid(monkeypatch, hardware_
     """Qualify tasks are mapped over pod jobs planned at run time: render what the planner builds."""
     from airflow.sdk import DAG
 
-    from llmops import refresh, settings
-    from llmops.hardware import load_hardware_class
+    from llmops.config import settings
+    from llmops.core.hardware import load_hardware_class
+    from llmops.core.podjob import PodJob
     from llmops.launch.kubernetes import make_kubernetes_task, render_pod_manifest
-    from llmops.pods import PodJob
+    from llmops.refresh import plan
 
     monkeypatch.setenv("LLMOPS_VLLM_IMAGE", VLLM_IMAGE)
     monkeypatch.setenv("LLMOPS_JOBS_IMAGE", JOBS_IMAGE)
@@ -148,7 +149,7 @@ def test_qualification_pods_planned_at_run_time_are_valid(monkeypatch, hardware_
     targets = [{"role": "candidate", "version": "2", "weights_uri": f"s3://m/models/x/sha256-{digest}/",
                 "weight_digest": digest},
                {"role": "champion", "version": "1", "weights_uri": "s3://m/models/x/sha256-cd/", "weight_digest": "cd"}]
-    jobs = refresh.qualification_jobs(conf, hw, model="x", targets=targets, evalset_config="e.yaml",
+    jobs = plan.qualification_jobs(conf, hw, model="x", targets=targets, evalset_config="e.yaml",
                                       s3_endpoint=None, tracking_uri="http://mlflow:5000")
     assert [j["name"] for j in jobs] == [f"qualify-candidate-{hardware_class}", f"qualify-champion-{hardware_class}"]
     with DAG(dag_id=f"plan_{hardware_class}", schedule=None):

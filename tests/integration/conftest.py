@@ -11,6 +11,7 @@ import pytest
 from llmops.embedded import s3state
 from llmops.embedded.platform import EmbeddedPlatform, Endpoints
 from llmops.embedded.services import free_port
+from llmops.io import s3 as s3io
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -55,7 +56,7 @@ def platform(session_dir: Path) -> Iterator[EmbeddedPlatform]:
     try:
         for service in services:
             service.start()
-        s3state.ensure_buckets(s3state.client(platform.endpoints.s3_url), platform.settings_file.buckets())
+        s3state.ensure_buckets(s3io.client(endpoint_url=platform.endpoints.s3_url), platform.settings_file.buckets())
         yield platform
     finally:
         for service in reversed(services):

@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from llmops import settings as settings_mod
-from llmops.canary_pods import canary_pod_job
-from llmops.hardware import load_hardware_class
+from llmops.canary.plan import canary_pod_job
+from llmops.config import settings as settings_mod
+from llmops.core.hardware import load_hardware_class
 from llmops.launch.local import LocalPodRunner, PodFailed
 
 pytestmark = [pytest.mark.integration, pytest.mark.vllm]

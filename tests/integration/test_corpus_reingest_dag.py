@@ -48,12 +48,11 @@ def _asset_events(uri: str) -> list:
 def test_clean_run_publishes_then_parser_upgrade_fails_loudly_and_loses_nothing(airflow_db, platform) -> None:
     import mlflow
 
-    from llmops import storage
     from llmops.corpus import fixture, ingest
     from llmops.corpus.assets import CORPUS_ASSET
-    from llmops.embedded import s3state
+    from llmops.io import s3 as s3io
 
-    s3 = s3state.client(platform.endpoints.s3_url)
+    s3 = s3io.client(endpoint_url=platform.endpoints.s3_url)
     source = f"s3://{BUCKET}/sources/test-{uuid.uuid4().hex[:8]}/"
     fixture.upload_fixture(s3, BUCKET, source.split("/", 3)[3])
     dag = _dag()
@@ -70,13 +69,13 @@ def test_clean_run_publishes_then_parser_upgrade_fails_loudly_and_loses_nothing(
     _, published = _task_result(clean, "publish")
     assert published["status"] == "published" and published["vectors"] == published["chunks"] > 0
 
-    pointer = storage.read_json(s3, BUCKET, "corpus/main/current.json")
+    pointer = s3io.read_json(s3, BUCKET, "corpus/main/current.json")
     assert pointer["snapshot_id"] == published["snapshot_id"] == validation["snapshot_id"]
     assert pointer["parser_version"] == "v1" and set(pointer["counts"]) == {
         "code", "heading", "list_item", "paragraph", "table"}
-    manifest = storage.read_json(s3, BUCKET, pointer["manifest_uri"].split("/", 3)[3])
+    manifest = s3io.read_json(s3, BUCKET, pointer["manifest_uri"].split("/", 3)[3])
     assert sum(p["rows"] for p in manifest["parts"]) == manifest["chunks"] == pointer["chunks"]
-    index = storage.read_json(s3, BUCKET, pointer["index"]["uri"].split("/", 3)[3] + "index.json")
+    index = s3io.read_json(s3, BUCKET, pointer["index"]["uri"].split("/", 3)[3] + "index.json")
     assert index["vectors"] == manifest["chunks"] and index["dim"] == 256
     # The asset event that lets an eval run follow the corpus change.
     events = [extra for run_id, extra in _asset_events(CORPUS_ASSET.uri) if run_id == clean.run_id]
@@ -107,9 +106,9 @@ def test_clean_run_publishes_then_parser_upgrade_fails_loudly_and_loses_nothing(
     assert rejected["parity"]["ok"]  # nothing lost: the broken PDF is still listed, every other doc chunked
 
     # Nothing published: the live snapshot is the clean one; the failing rows and report are quarantined.
-    assert storage.read_json(s3, BUCKET, "corpus/main/current.json")["snapshot_id"] == pointer["snapshot_id"]
+    assert s3io.read_json(s3, BUCKET, "corpus/main/current.json")["snapshot_id"] == pointer["snapshot_id"]
     quarantine = rejected["quarantine_uri"].split("/", 3)[3]
-    report = storage.read_json(s3, BUCKET, quarantine + "report.json")
+    report = s3io.read_json(s3, BUCKET, quarantine + "report.json")
     assert report["verdict"]["new_types"]["chart"]["count"] == 2
     assert report["quarantine"]["failing_rows"] == 2
     import io
@@ -127,9 +126,9 @@ def test_parser_watch_announces_a_new_parser_version_once(airflow_db, platform, 
 
     from llmops.corpus import ingest
     from llmops.corpus.assets import PARSER_CONFIG_ASSET
-    from llmops.embedded import s3state
+    from llmops.io import s3 as s3io
 
-    pointer, _ = ingest.read_pointer(s3state.client(platform.endpoints.s3_url), BUCKET, "main")
+    pointer, _ = ingest.read_pointer(s3io.client(endpoint_url=platform.endpoints.s3_url), BUCKET, "main")
     live = (pointer or {}).get("parser_version")
     active = "v2" if live != "v2" else "v1"
     monkeypatch.setenv("AIRFLOW_VAR_LLMOPS_CORPUS_PARSER_VERSION", active)

@@ -25,9 +25,9 @@ def _dag():
 
 def test_refresh_promotes_blocks_canaries_and_rolls_back(airflow_db, platform, models_dir, vllm_runtime, publish,
                                                          approver, tmp_path: Path) -> None:
-    from llmops import model_lock, storage
-    from llmops.embedded import s3state
-    from llmops.registry import ModelRegistry
+    from llmops.io import s3 as s3io
+    from llmops.io.registry import ModelRegistry
+    from llmops.refresh import lease
 
     model = f"refresh-{uuid.uuid4().hex[:8]}"
     registry = ModelRegistry(platform.endpoints.mlflow_url)
@@ -40,8 +40,8 @@ def test_refresh_promotes_blocks_canaries_and_rolls_back(airflow_db, platform, m
     champion = registry.by_alias(model, "champion")
     assert champion is not None and champion.version == "1"
     assert champion.tags["llmops.status"] == "champion"
-    s3 = s3state.client(platform.endpoints.s3_url)
-    current = storage.read_json(s3, "llmops-models", f"deployments/{model}/current.json")
+    s3 = s3io.client(endpoint_url=platform.endpoints.s3_url)
+    current = s3io.read_json(s3, "llmops-models", f"deployments/{model}/current.json")
     assert current["version"] == "1" and current["pins"]["weight_digest"] == champion.weight_digest
     assert current["history"] == []
 
@@ -82,10 +82,10 @@ def test_refresh_promotes_blocks_canaries_and_rolls_back(airflow_db, platform, m
     assert approval.seen_waiting == ["awaiting_input"] and approval.answered[0]["chosen_options"] == ["Approve"]
     assert states["approve_last_step"] == states["canary_last_step"] == "success"
     assert states["restore_routing"] == states["release_model"] == "success"
-    assert model_lock.read_lease(s3, "llmops-models", model) is None, "the teardown gives the model's lease back"
+    assert lease.read_lease(s3, "llmops-models", model) is None, "the teardown gives the model's lease back"
     assert registry.by_alias(model, "champion").version == "3"
     assert registry.by_alias(model, "previous").version == "1"
-    current = storage.read_json(s3, "llmops-models", f"deployments/{model}/current.json")
+    current = s3io.read_json(s3, "llmops-models", f"deployments/{model}/current.json")
     assert current["version"] == "3" and [h["version"] for h in current["history"]] == ["1"]
     canary_runs = mlflow.search_runs(experiment_names=["llmops-refresh"], output_format="list",
                                      filter_string=f"tags.`llmops.stage` = 'canary' and tags.model = '{model}'")
@@ -107,7 +107,7 @@ def test_refresh_promotes_blocks_canaries_and_rolls_back(airflow_db, platform, m
     # The teardowns ran although the run failed: routing back to the champion, the lease released.
     assert breached_states["restore_routing"] == breached_states["release_model"] == "success"
     assert breached_states["routing_restored"] == "success" and breached_states["promote"] == "upstream_failed"
-    assert model_lock.read_lease(s3, "llmops-models", model) is None
+    assert lease.read_lease(s3, "llmops-models", model) is None
     rejected = registry.get(model, "4")
     assert rejected.tags["llmops.status"] == "rejected"
     assert float(rejected.tags["llmops.breach_to_rollback_s"]) < 5

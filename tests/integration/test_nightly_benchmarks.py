@@ -31,10 +31,10 @@ def _dag():
 def fixture_result(label: str) -> dict:
     """A benchmark pod's result for the cpu class today, rebuilt with the pipeline's own parsing from a
     real `vllm bench serve` fixture run (tests/fixtures/bench, produced by bench/benchmarks_fixtures.py)."""
-    from llmops import settings
     from llmops.benchmarks import config, plan, results
     from llmops.benchmarks.workloads import load_matrix
-    from llmops.hardware import load_hardware_class
+    from llmops.config import settings
+    from llmops.core.hardware import load_hardware_class
 
     conf, bench = settings.load(), config.load()
     hw = load_hardware_class("cpu", conf.hardware_configs_dir)
@@ -62,9 +62,9 @@ def test_injected_regression_fails_the_check_naming_the_class_and_workload(
         airflow_db, platform, models_dir, vllm_runtime) -> None:
     import mlflow
 
-    from llmops import settings
     from llmops.benchmarks import recording
-    from llmops.hardware import load_hardware_class
+    from llmops.config import settings
+    from llmops.core.hardware import load_hardware_class
 
     tracking_uri = platform.endpoints.mlflow_url
     _seed_history(tracking_uri)

@@ -11,7 +11,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.vllm]
 def _smoke_dag():
     from airflow.dag_processing.dagbag import DagBag
 
-    from llmops.settings import PROJECT_ROOT
+    from llmops.config.settings import PROJECT_ROOT
 
     bag = DagBag(dag_folder=str(PROJECT_ROOT / "dags" / "platform_smoke.py"))
     assert not bag.import_errors, bag.import_errors

@@ -19,10 +19,12 @@ from typing import Any
 
 import pytest
 
-from llmops import integrity, storage
+from llmops.core.manifests import MANIFEST_NAME, STAGED_MARKER, ManifestError, ManifestFile, weight_digest
 from llmops.embedded import s3state
 from llmops.embedded.services import Service, free_port
-from llmops.manifests import MANIFEST_NAME, STAGED_MARKER, ManifestError, ManifestFile, weight_digest
+from llmops.io import integrity
+from llmops.io import s3 as s3io
+from llmops.refresh import staging
 
 pytestmark = pytest.mark.integration
 
@@ -56,7 +58,7 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
                       run_dir=tmp_path_factory.mktemp("moto"), start_timeout_s=60)
     service.start()
     try:
-        client = s3state.client(f"http://127.0.0.1:{port}")
+        client = s3io.client(endpoint_url=f"http://127.0.0.1:{port}")
         s3state.ensure_buckets(client, [DROPS, MODELS])
         yield client
     finally:
@@ -80,20 +82,20 @@ def _upload(s3: Any, revision: str, files: dict[str, bytes] | None = None,
             manifest_files: dict[str, bytes] | None = None) -> str:
     """Upload ``files`` then ``manifest.json`` (last) listing ``manifest_files``; return the prefix."""
     files = _files() if files is None else files
-    prefix = storage.drop_prefix(MODEL, revision)
+    prefix = staging.drop_prefix(MODEL, revision)
     for path, body in files.items():
         s3.put_object(Bucket=DROPS, Key=prefix + path, Body=body)
-    storage.write_json(s3, DROPS, prefix + MANIFEST_NAME, _manifest(manifest_files or files, revision))
+    s3io.write_json(s3, DROPS, prefix + MANIFEST_NAME, _manifest(manifest_files or files, revision))
     return prefix
 
 
 def _verify(s3: Any, prefix: str) -> integrity.DropVerification:
-    manifest = storage.read_drop_manifest(s3, DROPS, prefix)
+    manifest = staging.read_drop_manifest(s3, DROPS, prefix)
     return integrity.verify_drop(s3, DROPS, prefix, manifest.files, workers=2)
 
 
 def _snapshot(s3: Any, bucket: str, prefix: str) -> dict[str, tuple[int, str]]:
-    return {o.key: (o.size, o.etag) for o in storage.list_prefix(s3, bucket, prefix)}
+    return {o.key: (o.size, o.etag) for o in s3io.list_prefix(s3, bucket, prefix)}
 
 
 def _outcomes(result: integrity.DropVerification) -> dict[str, str]:
@@ -156,13 +158,13 @@ def test_missing_and_extra_files_are_reported(s3: Any) -> None:
 
 
 def test_manifest_location_mismatch_names_the_uri(s3: Any) -> None:
-    prefix = storage.drop_prefix(MODEL, "misplaced")
-    storage.write_json(s3, DROPS, prefix + MANIFEST_NAME, _manifest({"a": b"a"}, "other"))
+    prefix = staging.drop_prefix(MODEL, "misplaced")
+    s3io.write_json(s3, DROPS, prefix + MANIFEST_NAME, _manifest({"a": b"a"}, "other"))
     with pytest.raises(ManifestError) as info:
-        storage.read_drop_manifest(s3, DROPS, prefix)
+        staging.read_drop_manifest(s3, DROPS, prefix)
     assert str(info.value).startswith(f"s3://{DROPS}/{prefix}{MANIFEST_NAME}: revision:")
     with pytest.raises(FileNotFoundError, match="no such object"):
-        storage.read_drop_manifest(s3, DROPS, storage.drop_prefix(MODEL, "absent"))
+        staging.read_drop_manifest(s3, DROPS, staging.drop_prefix(MODEL, "absent"))
 
 
 def test_quarantine_copies_everything_and_leaves_the_drop_untouched(s3: Any) -> None:
@@ -174,12 +176,12 @@ def test_quarantine_copies_everything_and_leaves_the_drop_untouched(s3: Any) -> 
                    MetadataDirective="REPLACE", ContentType="application/json")
     before = _snapshot(s3, DROPS, prefix)
     result = _verify(s3, prefix)
-    quarantined = storage.quarantine_drop(s3, DROPS, prefix, result.to_dict(), part_size=PART, workers=2)
+    quarantined = staging.quarantine_drop(s3, DROPS, prefix, result.to_dict(), part_size=PART, workers=2)
 
     assert _snapshot(s3, DROPS, prefix) == before  # nothing changed or deleted
     target = f"quarantine/{MODEL}/to-quarantine/"
     assert quarantined.quarantine_uri == f"s3://{DROPS}/{target}"
-    copied = storage.list_prefix(s3, DROPS, target)
+    copied = s3io.list_prefix(s3, DROPS, target)
     relative = {o.key[len(target):]: o.size for o in copied}
     assert relative.pop("reason.json") > 0
     assert relative == {k[len(prefix):]: size for k, (size, _) in before.items()}
@@ -189,14 +191,14 @@ def test_quarantine_copies_everything_and_leaves_the_drop_untouched(s3: Any) -> 
     kept = s3.head_object(Bucket=DROPS, Key=target + "config.json")
     assert kept["Metadata"]["origin"] == "trainer" and kept["ContentType"] == "application/json"
 
-    reason = storage.read_json(s3, DROPS, target + "reason.json")
+    reason = s3io.read_json(s3, DROPS, target + "reason.json")
     assert reason["drop"] == f"s3://{DROPS}/{prefix}"
     assert [f["path"] for f in reason["bad_files"]] == ["model-00002-of-00002.safetensors"]
     assert reason["bad_files"][0]["outcome"] == "size_mismatch"
     assert [e["path"] for e in reason["extra"]] == ["extra.bin"]
     assert {o["path"] for o in reason["objects"]} == {k[len(prefix):] for k in before}
 
-    again = storage.quarantine_drop(s3, DROPS, prefix, result.to_dict(), part_size=PART, workers=2)
+    again = staging.quarantine_drop(s3, DROPS, prefix, result.to_dict(), part_size=PART, workers=2)
     assert again.copied == () and set(again.skipped) == set(quarantined.copied)
 
 
@@ -218,11 +220,11 @@ def _count_calls(s3: Any) -> dict[str, int]:
 def test_staging_uses_multipart_copy_and_a_second_run_copies_nothing(s3: Any) -> None:
     prefix = _upload(s3, "stage")
     verification = _verify(s3, prefix)
-    manifest = storage.read_drop_manifest(s3, DROPS, prefix)
-    staged = storage.stage_drop(s3, manifest, DROPS, MODELS, part_size=PART, workers=2,
+    manifest = staging.read_drop_manifest(s3, DROPS, prefix)
+    staged = staging.stage_drop(s3, manifest, DROPS, MODELS, part_size=PART, workers=2,
                                 source_etags=verification.etags)
 
-    target = storage.staged_prefix(MODEL, manifest.weight_digest)
+    target = staging.staged_prefix(MODEL, manifest.weight_digest)
     assert staged.uri == f"s3://{MODELS}/{target}"
     assert set(staged.copied) == set(_files()) and not staged.already_staged
     assert staged.parts["model-00001-of-00002.safetensors"] == 3
@@ -237,27 +239,27 @@ def test_staging_uses_multipart_copy_and_a_second_run_copies_nothing(s3: Any) ->
     # The staged bytes are the drop's bytes.
     check = integrity.verify_drop(s3, MODELS, target, manifest.files, workers=2, ignore=(STAGED_MARKER,))
     assert check.ok, check.message()
-    marker = storage.read_json(s3, MODELS, target + STAGED_MARKER)
+    marker = s3io.read_json(s3, MODELS, target + STAGED_MARKER)
     assert marker["weight_digest"] == manifest.weight_digest
     assert marker["source_drop"] == f"s3://{DROPS}/{prefix}"
-    assert storage.read_staged_files(s3, MODELS, MODEL, manifest.weight_digest) == list(manifest.files)
+    assert staging.read_staged_files(s3, MODELS, MODEL, manifest.weight_digest) == list(manifest.files)
 
     counts = _count_calls(s3)
-    again = storage.stage_drop(s3, manifest, DROPS, MODELS, part_size=PART, workers=2)
+    again = staging.stage_drop(s3, manifest, DROPS, MODELS, part_size=PART, workers=2)
     assert again.already_staged and again.copied == () and again.bytes_copied == 0
     # Without the marker, every object is recognised by size and sha256 metadata and skipped.
     s3.delete_object(Bucket=MODELS, Key=target + STAGED_MARKER)
-    third = storage.stage_drop(s3, manifest, DROPS, MODELS, part_size=PART, workers=2)
+    third = staging.stage_drop(s3, manifest, DROPS, MODELS, part_size=PART, workers=2)
     assert third.copied == () and set(third.skipped) == set(_files()) and not third.already_staged
     assert counts == {"CopyObject": 0, "UploadPartCopy": 0, "CreateMultipartUpload": 0}
-    assert storage.read_json(s3, MODELS, target + STAGED_MARKER)["weight_digest"] == manifest.weight_digest
+    assert s3io.read_json(s3, MODELS, target + STAGED_MARKER)["weight_digest"] == manifest.weight_digest
 
 
 def test_an_interrupted_multipart_copy_is_resumed(s3: Any) -> None:
     files = _files(seed=11)
     prefix = _upload(s3, "resume", files)
-    manifest = storage.read_drop_manifest(s3, DROPS, prefix)
-    target = storage.staged_prefix(MODEL, manifest.weight_digest)
+    manifest = staging.read_drop_manifest(s3, DROPS, prefix)
+    target = staging.staged_prefix(MODEL, manifest.weight_digest)
     key = target + "model-00001-of-00002.safetensors"
     # An earlier attempt copied part 1 of 3 and died.
     upload = s3.create_multipart_upload(Bucket=MODELS, Key=key, Metadata={
@@ -266,7 +268,7 @@ def test_an_interrupted_multipart_copy_is_resumed(s3: Any) -> None:
                         CopySource={"Bucket": DROPS, "Key": prefix + "model-00001-of-00002.safetensors"})
 
     counts = _count_calls(s3)
-    staged = storage.stage_drop(s3, manifest, DROPS, MODELS, part_size=PART, workers=2)
+    staged = staging.stage_drop(s3, manifest, DROPS, MODELS, part_size=PART, workers=2)
     assert counts["CreateMultipartUpload"] == 0 and counts["UploadPartCopy"] == 2
     assert staged.parts["model-00001-of-00002.safetensors"] == 3
     body = s3.get_object(Bucket=MODELS, Key=key)["Body"].read()
@@ -275,14 +277,14 @@ def test_an_interrupted_multipart_copy_is_resumed(s3: Any) -> None:
 
 
 def test_a_redelivered_identical_drop_has_the_same_digest_and_stages_nothing(s3: Any) -> None:
-    first = storage.read_drop_manifest(s3, DROPS, _upload(s3, "first", _files(seed=3)))
-    second = storage.read_drop_manifest(s3, DROPS, _upload(s3, "redelivered", _files(seed=3)))
+    first = staging.read_drop_manifest(s3, DROPS, _upload(s3, "first", _files(seed=3)))
+    second = staging.read_drop_manifest(s3, DROPS, _upload(s3, "redelivered", _files(seed=3)))
     assert first.revision != second.revision
     assert first.weight_digest == second.weight_digest
-    assert storage.stage_drop(s3, first, DROPS, MODELS, part_size=PART, workers=2).copied
-    again = storage.stage_drop(s3, second, DROPS, MODELS, part_size=PART, workers=2)
+    assert staging.stage_drop(s3, first, DROPS, MODELS, part_size=PART, workers=2).copied
+    again = staging.stage_drop(s3, second, DROPS, MODELS, part_size=PART, workers=2)
     assert again.already_staged and again.copied == ()
-    other = storage.read_drop_manifest(s3, DROPS, _upload(s3, "different", _files(seed=4)))
+    other = staging.read_drop_manifest(s3, DROPS, _upload(s3, "different", _files(seed=4)))
     assert other.weight_digest != first.weight_digest
 
 

@@ -20,11 +20,11 @@ from typing import Any
 
 import pytest
 
-from llmops.embedded import s3state
-from llmops.manifests import MANIFEST_NAME, STAGED_MARKER
-from llmops.registry import CHALLENGER, PIN_PREFIX, ModelRegistry
-from llmops.settings import PROJECT_ROOT
-from llmops.storage import list_prefix, parse_s3_uri, read_json
+from llmops.config.settings import PROJECT_ROOT
+from llmops.core.manifests import MANIFEST_NAME, STAGED_MARKER
+from llmops.io import s3 as s3io
+from llmops.io.registry import CHALLENGER, PIN_PREFIX, ModelRegistry
+from llmops.io.s3 import list_prefix, parse_s3_uri, read_json
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +53,7 @@ def buckets(platform) -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def s3(platform) -> Any:
-    return s3state.client(platform.endpoints.s3_url)
+    return s3io.client(endpoint_url=platform.endpoints.s3_url)
 
 
 @pytest.fixture(scope="module")

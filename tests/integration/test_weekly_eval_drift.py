@@ -59,7 +59,7 @@ def test_weekly_drift_names_the_category_a_promotion_broke(airflow_db, platform,
     import mlflow
 
     from llmops.drift.series import iso_week
-    from llmops.registry import ModelRegistry
+    from llmops.io.registry import ModelRegistry
 
     model = f"drift-{uuid.uuid4().hex[:8]}"
     reg = ModelRegistry(platform.endpoints.mlflow_url)
@@ -123,15 +123,15 @@ def test_weekly_drift_names_the_category_a_promotion_broke(airflow_db, platform,
 
 @pytest.mark.parametrize("registered", [False, True], ids=["unknown-model", "no-champion"])
 def test_no_champion_fails_clearly_naming_the_fix(platform, registered: bool) -> None:
-    from llmops.drift import pipeline
-    from llmops.registry import ModelRegistry
+    from llmops.drift import plan as drift_plan
+    from llmops.io.registry import ModelRegistry
 
     model = f"drift-none-{uuid.uuid4().hex[:8]}"
     reg = ModelRegistry(platform.endpoints.mlflow_url)
     if registered:  # a version exists, but nothing was ever promoted
         reg.register(model, f"s3://llmops-models/models/{model}/sha256-{'e' * 64}/", {"weight_digest": "e" * 64})
-    with pytest.raises(pipeline.NoChampion) as raised:
-        pipeline.targets(reg, model, platform.endpoints.mlflow_url)
+    with pytest.raises(drift_plan.NoChampion) as raised:
+        drift_plan.targets(reg, model, platform.endpoints.mlflow_url)
     message = str(raised.value)
     assert f"model {model!r} has no 'champion' alias" in message
     assert "model_refresh" in message and "make run" in message
@@ -142,9 +142,9 @@ def test_history_reads_qualification_baselines_from_the_refresh_experiment(platf
     same hardware class first; runs of other roles, versions or eval sets never count."""
     import mlflow
 
-    from llmops import tracking
     from llmops.drift.history import DriftHistory
     from llmops.evals.stats import ScoreEstimate
+    from llmops.io import tracking
 
     model = f"drift-base-{uuid.uuid4().hex[:8]}"
     experiment = f"llmops-refresh-{model}"

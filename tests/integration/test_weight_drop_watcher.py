@@ -28,10 +28,10 @@ def checkpoint(tmp_path: Path) -> Path:
 
 
 def test_drops_are_claimed_once_and_redelivery_is_ignored(platform, checkpoint: Path, publish) -> None:
-    from llmops.drop_watch import claim, unclaimed
-    from llmops.embedded import s3state
+    from llmops.io import s3 as s3io
+    from llmops.refresh.drop_watch import claim, unclaimed
 
-    s3 = s3state.client(platform.endpoints.s3_url)
+    s3 = s3io.client(endpoint_url=platform.endpoints.s3_url)
     model = f"watch-{uuid.uuid4().hex[:8]}"
     publish(checkpoint, model, "r1")
     mine = [d for d in unclaimed(s3, "llmops-drops") if d.model == model]
@@ -51,11 +51,11 @@ def test_drops_are_claimed_once_and_redelivery_is_ignored(platform, checkpoint: 
 
 
 def test_trigger_fires_when_a_drop_arrives(platform, checkpoint: Path, publish) -> None:
-    from llmops.drop_sensor import NewWeightDropTrigger
-    from llmops.drop_watch import claim, unclaimed
-    from llmops.embedded import s3state
+    from llmops.io import s3 as s3io
+    from llmops.refresh.drop_sensor import NewWeightDropTrigger
+    from llmops.refresh.drop_watch import claim, unclaimed
 
-    s3 = s3state.client(platform.endpoints.s3_url)
+    s3 = s3io.client(endpoint_url=platform.endpoints.s3_url)
     for drop in unclaimed(s3, "llmops-drops"):  # start from a bucket with nothing new
         claim(s3, drop, "test setup")
     model = f"trig-{uuid.uuid4().hex[:8]}"
@@ -73,17 +73,17 @@ def test_trigger_fires_when_a_drop_arrives(platform, checkpoint: Path, publish) 
     payload = asyncio.run(first_event())
     assert [d["model"] for d in payload["drops"]] == [model]
     classpath, kwargs = NewWeightDropTrigger("llmops-drops").serialize()
-    assert classpath == "llmops.drop_sensor.NewWeightDropTrigger" and kwargs["bucket"] == "llmops-drops"
+    assert classpath == "llmops.refresh.drop_sensor.NewWeightDropTrigger" and kwargs["bucket"] == "llmops-drops"
 
 
 def test_watcher_dag_triggers_one_refresh_run_per_new_drop(airflow_db, platform, checkpoint: Path, publish) -> None:
     from airflow.dag_processing.dagbag import DagBag
     from airflow.models.dagrun import DagRun
 
-    from llmops.drop_watch import claim, unclaimed
-    from llmops.embedded import s3state
+    from llmops.io import s3 as s3io
+    from llmops.refresh.drop_watch import claim, unclaimed
 
-    s3 = s3state.client(platform.endpoints.s3_url)
+    s3 = s3io.client(endpoint_url=platform.endpoints.s3_url)
     for drop in unclaimed(s3, "llmops-drops"):
         claim(s3, drop, "test setup")
     model = f"dag-{uuid.uuid4().hex[:8]}"

@@ -8,12 +8,12 @@ import json
 import kubernetes_validate
 import pytest
 
-from llmops import settings
 from llmops.benchmarks import plan
 from llmops.benchmarks.workloads import load_matrix
-from llmops.hardware import load_all, load_hardware_class
-from llmops.pods import PodJob
-from llmops.refresh import fetch_container, model_dir
+from llmops.config import settings
+from llmops.core.hardware import load_all, load_hardware_class
+from llmops.core.podjob import PodJob
+from llmops.serving.weights import fetch_container, model_dir
 
 VLLM_IMAGE = "docker.io/vllm/vllm-openai@sha256:" + "c3" * 32
 JOBS_IMAGE = "ghcr.io/llmops-lifecycle/llmops-jobs@sha256:" + "d4" * 32

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llmops import settings
 from llmops.benchmarks.workloads import (
     Workload,
     WorkloadError,
@@ -17,7 +16,8 @@ from llmops.benchmarks.workloads import (
     parse_matrix,
     workloads_to_json,
 )
-from llmops.hardware import load_all
+from llmops.config import settings
+from llmops.core.hardware import load_all
 
 ROOT = Path(__file__).resolve().parents[2]
 MATRICES = ROOT / "include" / "benchmarks"

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from llmops.canary import (
+from llmops.canary.analysis import (
     DEFAULT_STEPS,
     Action,
     ActionKind,

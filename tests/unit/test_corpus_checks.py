@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from llmops.corpus import checks
-from llmops.corpus.plan import shard_count, shard_of
+from llmops.corpus.shards import shard_count, shard_of
 
 DECLARED = ("code", "heading", "list_item", "paragraph", "table")
 
@@ -42,7 +42,7 @@ def test_null_content_type_is_counted_as_its_own_unknown_type() -> None:
 
 
 def test_new_type_fails_with_count_and_examples_in_the_message() -> None:
-    verdict = checks.decide(_tally({"paragraph": 10, "chart": 3}), DECLARED, None, _parity_ok(),
+    verdict = checks.snapshot_verdict(_tally({"paragraph": 10, "chart": 3}), DECLARED, None, _parity_ok(),
                             [{"type": "expect_column_values_to_be_in_set", "column": "content_type",
                               "success": False, "unexpected_count": 3, "element_count": 13, "examples": ["chart"]}])
     assert not verdict.passed
@@ -52,7 +52,8 @@ def test_new_type_fails_with_count_and_examples_in_the_message() -> None:
 
 
 def test_a_suite_that_accepts_an_undeclared_type_is_called_stale() -> None:
-    verdict = checks.decide(_tally({"paragraph": 10, "chart": 1}), DECLARED, None, _parity_ok(), _ok_expectations())
+    verdict = checks.snapshot_verdict(_tally({"paragraph": 10, "chart": 1}), DECLARED, None, _parity_ok(),
+                                      _ok_expectations())
     assert any("suite accepted" in r for r in verdict.reasons)
 
 
@@ -82,9 +83,9 @@ def test_first_snapshot_has_nothing_to_compare() -> None:
 def test_type_drop_fails_unless_allowed() -> None:
     previous = {"paragraph": 50, "table": 50}
     tally = _tally({"paragraph": 20})
-    refused = checks.decide(tally, DECLARED, previous, _parity_ok(), _ok_expectations())
+    refused = checks.snapshot_verdict(tally, DECLARED, previous, _parity_ok(), _ok_expectations())
     assert not refused.passed and "table: vanished" in refused.message
-    allowed = checks.decide(tally, DECLARED, previous, _parity_ok(), _ok_expectations(), allow_type_drop=True)
+    allowed = checks.snapshot_verdict(tally, DECLARED, previous, _parity_ok(), _ok_expectations(), allow_type_drop=True)
     assert allowed.passed, allowed.reasons
     assert [c.content_type for c in allowed.type_changes] == ["table"]
 
@@ -113,21 +114,22 @@ def test_failed_expectations_are_summed_over_batches_and_reported() -> None:
     merged = checks.merge_expectation_results([[batch], [batch | {"success": True, "unexpected_count": 0}]])
     assert merged == [{"type": batch["type"], "column": "text", "success": False, "unexpected_count": 2,
                        "element_count": 20, "examples": ["x" * 900]}]
-    verdict = checks.decide(_tally({"paragraph": 20}), DECLARED, None, _parity_ok(), merged)
+    verdict = checks.snapshot_verdict(_tally({"paragraph": 20}), DECLARED, None, _parity_ok(), merged)
     assert not verdict.passed
     assert "expect_column_value_lengths_to_be_between on text failed for 2 of 20" in verdict.message
 
 
 def test_clean_snapshot_passes_and_an_empty_one_does_not() -> None:
-    assert checks.decide(_tally({"paragraph": 3}), DECLARED, None, _parity_ok(), _ok_expectations()).passed
-    empty = checks.decide(checks.ContentTypeTally(), DECLARED, None, checks.check_parity([], [], {}), [])
+    assert checks.snapshot_verdict(_tally({"paragraph": 3}), DECLARED, None, _parity_ok(), _ok_expectations()).passed
+    empty = checks.snapshot_verdict(checks.ContentTypeTally(), DECLARED, None, checks.check_parity([], [], {}), [])
     assert not empty.passed and "no chunks" in empty.message
 
 
 def test_verdict_report_is_json_ready() -> None:
     import json
 
-    verdict = checks.decide(_tally({"paragraph": 3}), DECLARED, {"table": 20, "paragraph": 3}, _parity_ok(), [])
+    verdict = checks.snapshot_verdict(_tally({"paragraph": 3}), DECLARED, {"table": 20, "paragraph": 3},
+                                      _parity_ok(), [])
     data = json.loads(json.dumps(verdict.to_dict()))
     assert data["type_changes"][0]["content_type"] == "table" and data["parity"]["ok"] is True
 
@@ -142,11 +144,11 @@ def test_shards_are_stable_and_bounded() -> None:
 
 
 def test_parse_jobs_are_complete_pod_jobs_one_per_shard() -> None:
-    from llmops import settings
-    from llmops.corpus import podspecs
-    from llmops.pods import PodJob
+    from llmops.config import settings
+    from llmops.core.podjob import PodJob
+    from llmops.corpus import plan
 
-    jobs = podspecs.parse_jobs(settings.load({}), "main", shards=3, bucket="llmops-corpus", run_id="manual__1",
+    jobs = plan.parse_jobs(settings.load({}), "main", shards=3, bucket="llmops-corpus", run_id="manual__1",
                                parser_version="v2", s3_endpoint="http://127.0.0.1:9000",
                                tracking_uri="http://mlflow:5000")
     assert [PodJob.from_dict(j).name for j in jobs] == ["corpus-parse-0", "corpus-parse-1", "corpus-parse-2"]

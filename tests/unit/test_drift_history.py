@@ -9,7 +9,7 @@ import pytest
 from llmops.drift.history import items_from_rows, scores_from_metrics, weekly_eval_from_run
 from llmops.drift.series import CategoryScore, SeriesError
 from llmops.evals.stats import ScoreEstimate
-from llmops.tracking import eval_metrics
+from llmops.io.tracking import eval_metrics
 
 
 def test_scores_round_trip_the_eval_jobs_metric_names() -> None:

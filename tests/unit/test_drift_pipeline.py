@@ -24,8 +24,8 @@ EVALSETS = [{"name": "synthetic_chat_v1", "config": "include/evalsets/synthetic_
 def _manifest(job: dict, task_id: str) -> dict:
     from airflow.sdk import DAG
 
+    from llmops.core.podjob import PodJob
     from llmops.launch.kubernetes import make_kubernetes_task, render_pod_manifest
-    from llmops.pods import PodJob
 
     with DAG(dag_id=f"drift_{task_id}", schedule=None):
         task = make_kubernetes_task(PodJob.from_dict(job), task_id=task_id)
@@ -36,7 +36,7 @@ def _manifest(job: dict, task_id: str) -> dict:
 
 @pytest.fixture
 def conf(monkeypatch):
-    from llmops import settings
+    from llmops.config import settings
 
     monkeypatch.setenv("LLMOPS_VLLM_IMAGE", VLLM_IMAGE)
     monkeypatch.setenv("LLMOPS_JOBS_IMAGE", JOBS_IMAGE)
@@ -45,11 +45,11 @@ def conf(monkeypatch):
 
 @pytest.mark.parametrize("hardware_class", ["cpu", "h100x1"])
 def test_one_eval_pod_per_alias_and_eval_set_serving_the_pinned_weights(conf, hardware_class: str) -> None:
-    from llmops.drift import pipeline
-    from llmops.hardware import load_hardware_class
+    from llmops.core.hardware import load_hardware_class
+    from llmops.drift import plan as drift_plan
 
     hw = load_hardware_class(hardware_class, conf.hardware_configs_dir)
-    jobs = pipeline.evaluation_jobs(conf, hw, model="tiny-chat", targets=TARGETS, evalsets=EVALSETS, week="2026-W48",
+    jobs = drift_plan.evaluation_jobs(conf, hw, model="tiny-chat", targets=TARGETS, evalsets=EVALSETS, week="2026-W48",
                                     limit_per_category=0, s3_endpoint=None, tracking_uri="http://mlflow:5000",
                                     airflow_run_id="scheduled__2026-11-30")
     assert [j["name"] for j in jobs] == ["drift-champion-synthetic-chat-v1", "drift-champion-tiny-chat-weekly-v1",
@@ -69,23 +69,23 @@ def test_one_eval_pod_per_alias_and_eval_set_serving_the_pinned_weights(conf, ha
 
 
 def test_report_and_hygiene_pods_are_valid(conf) -> None:
-    from llmops.drift import pipeline
+    from llmops.drift import plan as drift_plan
 
     evaluations = [{"mlflow_run_id": "r1", "evalset": "synthetic_chat_v1", "evalset_revision": "0500",
                     "tags": {"alias": "champion"}, "scores": {"big": "dropped from the args"}}]
-    job = pipeline.report_job(conf, model="tiny-chat", week="2026-W48", evaluations=evaluations, evalsets=EVALSETS,
+    job = drift_plan.report_job(conf, model="tiny-chat", week="2026-W48", evaluations=evaluations, evalsets=EVALSETS,
                               weeks=8, threshold=0.05, fail_on="regression", categories=["reverse"],
                               hardware_class="cpu", tracking_uri="http://mlflow:5000", airflow_run_id="r")
     args = _manifest(job, "report")["spec"]["containers"][0]["args"]
     assert json.loads(args[args.index("--evaluations") + 1]) == [{k: v for k, v in evaluations[0].items()
                                                                   if k != "scores"}]
     assert args[args.index("--categories") + 1] == "reverse"
-    hygiene = pipeline.hygiene_job(conf).to_dict()
+    hygiene = drift_plan.hygiene_job(conf).to_dict()
     assert hygiene["main"]["args"][:2] == ["--evalsets-dir", "include/evalsets"]
 
 
 def test_week_of_a_run() -> None:
-    from llmops.drift.pipeline import week_of
+    from llmops.drift.plan import week_of
 
     monday = datetime(2026, 11, 30, 6, tzinfo=UTC)
     assert week_of(monday, datetime(2026, 12, 9, tzinfo=UTC)) == "2026-W49"
@@ -93,7 +93,7 @@ def test_week_of_a_run() -> None:
 
 
 def test_final_check_fails_only_on_a_flagged_report() -> None:
-    from llmops.drift.pipeline import DriftAlert, check
+    from llmops.drift.plan import DriftAlert, check
 
     quiet = {"model": "m", "week": "2026-W48", "drift_detected": False, "alerts": [], "report_run_id": "r"}
     assert check(quiet) == quiet

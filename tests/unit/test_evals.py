@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from llmops.evals.client import Completion
 from llmops.evals.evalset import EvalSetError, load_evalset, load_items
 from llmops.evals.latency import percentile
 from llmops.evals.scorers import exact_match, json_equal
 from llmops.evals.scoring import category_scores, score_items
 from llmops.evals.stats import bootstrap_mean
+from llmops.io.openai_client import Completion
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "include" / "evalsets" / "synthetic_chat_v1.yaml"

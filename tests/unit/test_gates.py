@@ -8,9 +8,9 @@ import random
 
 import pytest
 
+from llmops.core.hardware import SloSpec
 from llmops.evals.evalset import CategoryConfig
-from llmops.evals.scoring import ItemResult
-from llmops.gates import (
+from llmops.evals.gate import (
     GateInputError,
     GateOptions,
     GateVerdict,
@@ -23,7 +23,7 @@ from llmops.gates import (
     latency_gate,
     qualify,
 )
-from llmops.hardware import SloSpec
+from llmops.evals.scoring import ItemResult
 
 REV = "3f2a9c0d1e4b5a69"
 SLO = SloSpec(ttft_p99_ms=500.0, tpot_p99_ms=50.0)

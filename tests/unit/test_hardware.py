@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from llmops.hardware import (
+from llmops.config.settings import PROJECT_ROOT
+from llmops.core.hardware import (
     KV_CACHE_DTYPES,
     HardwareClass,
     HardwareConfigError,
@@ -19,7 +20,6 @@ from llmops.hardware import (
     load_file,
     load_hardware_class,
 )
-from llmops.settings import PROJECT_ROOT
 
 CONFIGS = PROJECT_ROOT / "include" / "hardware_configs"
 REQUIRED = ("h100x1", "h100x2", "h200x1", "b200x4", "cpu")
@@ -290,7 +290,7 @@ def test_kv_cache_dtypes_are_vllm_values() -> None:
 
 
 def test_hardware_and_serving_do_not_import_airflow() -> None:
-    code = ("import sys; import llmops.hardware, llmops.serving; "
+    code = ("import sys; import llmops.core.hardware, llmops.serving.vllm; "
             "heavy = sorted(m for m in sys.modules if m.split('.')[0] in {'airflow', 'kubernetes', 'mlflow'}); "
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=PROJECT_ROOT,
@@ -298,7 +298,7 @@ def test_hardware_and_serving_do_not_import_airflow() -> None:
 
 
 def test_relative_latency_tolerance_defaults_to_ten_percent_and_is_per_class() -> None:
-    from llmops import settings as settings_mod
+    from llmops.config import settings as settings_mod
 
     configs = settings_mod.load().hardware_configs_dir
     assert load_hardware_class("h100x1", configs).slo.max_regression == 0.10

@@ -13,8 +13,9 @@ import kubernetes_validate
 import pytest
 from airflow.sdk import DAG
 
-from llmops import settings as settings_mod
-from llmops.hardware import load_hardware_class
+from llmops.config import settings as settings_mod
+from llmops.core.hardware import load_hardware_class
+from llmops.core.podjob import Container, PodJob, PodJobError, Resources, SecretEnv, Volume
 from llmops.launch.kubernetes import (
     IMAGE_PULL_MARGIN_S,
     MODEL_CACHE_CLAIM,
@@ -23,8 +24,7 @@ from llmops.launch.kubernetes import (
     make_kubernetes_task,
     render_pod_manifest,
 )
-from llmops.pods import Container, PodJob, PodJobError, Resources, SecretEnv, Volume
-from llmops.serving import pool_kwargs, serving_pod_job, vllm_sidecar
+from llmops.serving.vllm import pool_kwargs, serving_pod_job, vllm_sidecar
 
 VLLM_IMAGE = "docker.io/vllm/vllm-openai@sha256:" + "a1" * 32
 JOBS_IMAGE = "ghcr.io/llmops-lifecycle/llmops-jobs@sha256:" + "b2" * 32

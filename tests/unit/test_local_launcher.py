@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from llmops import settings as settings_mod
+from llmops.config import settings as settings_mod
+from llmops.core.podjob import Container, PodJob, PodJobError, Probe, SecretEnv, Volume, expand_env_refs
 from llmops.launch.local import LocalPodRunner, PodFailed
-from llmops.pods import Container, PodJob, PodJobError, Probe, SecretEnv, Volume, expand_env_refs
 
 PROGRAMS = Path(__file__).parent / "pod_programs"
 JOBS_IMAGE = settings_mod.DEFAULT_JOBS_IMAGE

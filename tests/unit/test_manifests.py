@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from llmops.manifests import (
+from llmops.core.manifests import (
     DeploymentManifest,
     ManifestError,
     ManifestFile,

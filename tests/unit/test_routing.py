@@ -26,9 +26,8 @@ from unittest import mock
 import kubernetes_validate
 import pytest
 
-from llmops import settings as settings_mod
-from llmops.canary import CanarySpec
-from llmops.canary_pods import (
+from llmops.canary.analysis import CanarySpec
+from llmops.canary.plan import (
     CANARY_CONTAINER,
     CANARY_PORT_ENV,
     STABLE_CONTAINER,
@@ -36,11 +35,13 @@ from llmops.canary_pods import (
     canary_pod_job,
     override_args,
 )
-from llmops.canary_traffic import RequestRecord, replay_window, sampled, traffic_order, window_metrics
+from llmops.canary.traffic import RequestRecord, replay_window, sampled, traffic_order, window_metrics
+from llmops.config import settings as settings_mod
+from llmops.config.settings import PROJECT_ROOT
+from llmops.core.hardware import load_hardware_class
 from llmops.evals.evalset import EvalItem, load_evalset
-from llmops.hardware import load_hardware_class
 from llmops.jobs import canary as canary_job
-from llmops.routing import (
+from llmops.serving.routers import (
     BACKEND_HEADER,
     GATEWAY_GROUP,
     HTTPROUTE_PLURAL,
@@ -52,7 +53,6 @@ from llmops.routing import (
     nginx_conf,
     split_clients_block,
 )
-from llmops.settings import PROJECT_ROOT
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 needs_nginx = pytest.mark.skipif(not os.access(NGINX, os.X_OK),

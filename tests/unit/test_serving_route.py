@@ -9,12 +9,11 @@ from typing import Any
 
 import pytest
 
-from llmops import settings as settings_mod
-from llmops.canary_pods import canary_controller_job
-from llmops.hardware import load_hardware_class
+from llmops.canary.plan import canary_controller_job
+from llmops.config import settings as settings_mod
+from llmops.core.hardware import load_hardware_class
 from llmops.jobs import canary as canary_job
-from llmops.routing import GatewayHttpRouteRouter
-from llmops.serving_route import (
+from llmops.serving.deployments import (
     DIGEST_ANNOTATION,
     FETCH_CONTAINER,
     SERVING_CONTAINER,
@@ -28,6 +27,7 @@ from llmops.serving_route import (
     serve_champion,
     serve_version_patch,
 )
+from llmops.serving.routers import GatewayHttpRouteRouter
 
 DIGEST = "ab" * 32
 

@@ -1,6 +1,6 @@
 """Configuration of the benchmark pipeline: environment variables with embedded defaults.
 
-Kept beside :mod:`llmops.settings` (which holds what every pipeline shares: launcher, images,
+Kept beside :mod:`llmops.config.settings` (which holds what every pipeline shares: launcher, images,
 endpoints) and read the same way: cheap, no Airflow or network, safe at DAG parse time.
 
 =====================================  ===========================================================
@@ -24,7 +24,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmops.settings import PROJECT_ROOT, SettingsError
+from llmops.config.settings import PROJECT_ROOT, SettingsError
 
 
 @dataclass(frozen=True)

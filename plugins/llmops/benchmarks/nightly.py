@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from llmops import registry
 from llmops.benchmarks import plan, recording
 from llmops.benchmarks.config import BenchmarkSettings
 from llmops.benchmarks.regression import Policy
 from llmops.benchmarks.workloads import load_matrix
-from llmops.hardware import load_hardware_class
-from llmops.settings import Settings
+from llmops.config.settings import Settings
+from llmops.core.hardware import load_hardware_class
+from llmops.io import registry
 
 JOBS_KEY_PREFIX = "jobs__"
 
@@ -33,7 +33,7 @@ def jobs_key(group: str) -> str:
 def served_targets(reg: registry.ModelRegistry, model: str, bench: BenchmarkSettings,
                    include_challenger: bool) -> list[dict[str, str]]:
     """Champion (or the configured default checkpoint when there is none) and the challenger, if any."""
-    from llmops.refresh import model_dir
+    from llmops.serving.weights import model_dir
 
     targets: list[dict[str, str]] = []
     champion = reg.by_alias(model, registry.CHAMPION)
@@ -57,7 +57,7 @@ def plan_night(settings: Settings, bench: BenchmarkSettings, *, classes: Sequenc
                include_challenger: bool, vllm_overrides: Sequence[str], tracking_uri: str,
                s3_endpoint: str | None, groups: Sequence[str]) -> dict[str, Any]:
     """The night's pod jobs, filed by pool group, plus what was planned and what was skipped (and why)."""
-    from llmops.refresh import fetch_container
+    from llmops.serving.weights import fetch_container
 
     reg = registry.ModelRegistry(tracking_uri)
     targets = served_targets(reg, model, bench, include_challenger)

@@ -1,6 +1,6 @@
 """The benchmark pod jobs of a night: one per (hardware class, served model), grouped by pool.
 
-Pure: builds :mod:`llmops.pods` data from settings, hardware classes, workload matrices and
+Pure: builds :mod:`llmops.core.podjob` data from settings, hardware classes, workload matrices and
 the served models (targets); the DAG's planning task fetches the targets from the registry.
 
 Each pod: vLLM serves the model with the class's config (the sidecar, probed on /health), the
@@ -23,9 +23,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 
 from llmops.benchmarks.workloads import WorkloadMatrix, workloads_to_json
-from llmops.hardware import HardwareClass
-from llmops.pods import Container, PodJob, Resources, Volume
-from llmops.serving import (
+from llmops.core.hardware import HardwareClass
+from llmops.core.podjob import Container, PodJob, Resources, Volume
+from llmops.serving.vllm import (
     CPU_STARTUP_BUDGET_S,
     GPU_STARTUP_BUDGET_S,
     MODEL_CACHE_MOUNT,
@@ -104,7 +104,7 @@ def benchmark_pod_job(*, hw: HardwareClass, matrix: WorkloadMatrix, target: Mapp
     ``vllm_overrides`` (``["--max-num-seqs", "32"]``) are ``vllm serve`` flags applied on top
     of the class config for a what-if run; they replace a flag the class sets.
     """
-    from llmops.canary_pods import override_args
+    from llmops.canary.plan import override_args
 
     if matrix.hardware_class != hw.name:
         raise ValueError(f"workload matrix {matrix.source} is for {matrix.hardware_class!r}, not {hw.name!r}")

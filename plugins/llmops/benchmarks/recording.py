@@ -97,7 +97,7 @@ def record(results: Sequence[Mapping[str, Any]], *, tracking_uri: str | None, ai
     """Log one MLflow run per workload of each pod result; returns ``[{run_id, tags, metrics, ...}]``."""
     import mlflow
 
-    from llmops import tracking
+    from llmops.io import tracking
 
     experiment_id = tracking.configure(tracking_uri, experiment)
     client = mlflow.MlflowClient()
@@ -169,7 +169,7 @@ def judge_night(recorded: Sequence[Mapping[str, Any]], policies: Mapping[str, Po
     """Judge every recorded run against its own (class, model, workload) history."""
     import mlflow
 
-    from llmops import tracking
+    from llmops.io import tracking
 
     experiment_id = tracking.configure(tracking_uri, experiment)
     client = mlflow.MlflowClient()
@@ -204,7 +204,7 @@ def log_summary(rows: Sequence[Row], failed_targets: Sequence[Mapping[str, str]]
     """One summary run per night: the ratio table (Markdown + HTML), the chart, every verdict as JSON."""
     import mlflow
 
-    from llmops import tracking
+    from llmops.io import tracking
 
     experiment_id = tracking.configure(tracking_uri, experiment)
     client = mlflow.MlflowClient()

@@ -193,7 +193,7 @@ class Verdict:
         return data
 
 
-def decide(tally: ContentTypeTally, declared: Iterable[str], previous_counts: Mapping[str, int] | None,
+def snapshot_verdict(tally: ContentTypeTally, declared: Iterable[str], previous_counts: Mapping[str, int] | None,
            parity: Parity, expectation_results: Iterable[Mapping[str, Any]], *, allow_type_drop: bool = False,
            max_share_drop: float = DEFAULT_MAX_SHARE_DROP,
            min_previous_count: int = DEFAULT_MIN_PREVIOUS_COUNT) -> Verdict:

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from llmops.settings import PROJECT_ROOT
+from llmops.config.settings import PROJECT_ROOT
 
 CORPUS_CONFIG_DIR = PROJECT_ROOT / "include" / "corpus"
 FORMATS = ("html", "markdown", "pdf", "docx", "text")

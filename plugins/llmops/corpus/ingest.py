@@ -22,8 +22,8 @@ from llmops.corpus import checks, snapshot
 from llmops.corpus.chunking import chunk_elements
 from llmops.corpus.config import ParserConfig, Taxonomy, load_suite_dict
 from llmops.corpus.parsers import UnreadableDocument, format_of, parse_document
-from llmops.corpus.plan import shard_count, shard_of
-from llmops.storage import is_not_found, list_prefix, parse_s3_uri, read_json, s3_uri, write_json
+from llmops.corpus.shards import shard_count, shard_of
+from llmops.io.s3 import is_not_found, list_prefix, parse_s3_uri, read_json, s3_uri, write_json
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +244,7 @@ def validate_run(s3: Any, bucket: str, corpus: str, run_id: str, *, taxonomy: Ta
                                  chunked_docs, rejected)
     pointer, _ = read_pointer(s3, bucket, corpus)
     previous_counts = (pointer or {}).get("counts")
-    verdict = checks.decide(tally, taxonomy.content_types, previous_counts, parity,
+    verdict = checks.snapshot_verdict(tally, taxonomy.content_types, previous_counts, parity,
                             checks.merge_expectation_results(validator.batches), allow_type_drop=allow_type_drop)
     snap_id = snapshot.snapshot_id([r["sha256"] for r in reports], config.version, taxonomy.version)
     docs_dir = validator.build_data_docs()

@@ -1,24 +1,74 @@
-"""Shard planning (pure): which documents each parse pod job takes."""
+"""The corpus pipeline's pod jobs, built from settings (templated values rendered at run time)."""
 
 from __future__ import annotations
 
-import hashlib
-import math
+from typing import Any
 
-DEFAULT_DOCS_PER_SHARD = 500
-DEFAULT_MAX_SHARDS = 64
+from llmops.config.settings import Settings
+from llmops.core.job_container import jobs_container
+from llmops.core.podjob import PodJob, Resources, Volume
+from llmops.serving.weights import S3_ENDPOINT_TEMPLATE, with_s3_secrets
 
-
-def shard_count(documents: int, docs_per_shard: int = DEFAULT_DOCS_PER_SHARD,
-                max_shards: int = DEFAULT_MAX_SHARDS) -> int:
-    """Shards for ``documents`` (at least one, at most ``max_shards``)."""
-    if docs_per_shard < 1 or max_shards < 1:
-        raise ValueError(f"docs_per_shard ({docs_per_shard}) and max_shards ({max_shards}) must be >= 1")
-    return max(1, min(max_shards, math.ceil(documents / docs_per_shard)))
+EXPERIMENT = "llmops-corpus"
+SCRATCH = "/scratch"
+BUCKET_TEMPLATE = "{{ var.value.llmops_bucket_corpus }}"
+PARSER_VERSION_TEMPLATE = "{{ params.parser_version or var.value.get('llmops_corpus_parser_version', 'v1') }}"
 
 
-def shard_of(doc_id: str, shards: int) -> int:
-    """Stable shard of a document: the same document lands in the same shard on every run."""
-    if shards < 1:
-        raise ValueError(f"shards must be >= 1, got {shards}")
-    return int(hashlib.sha256(doc_id.encode()).hexdigest()[:12], 16) % shards
+def _job(settings: Settings, name: str, module: str, args: list[str], *, cpu: str = "1", memory: str = "2Gi",
+         timeout_s: int = 3600, scratch: str = "10Gi") -> PodJob:
+    container = with_s3_secrets(jobs_container(
+        settings, module, [*args, "--scratch", SCRATCH],
+        env={"AWS_ENDPOINT_URL": S3_ENDPOINT_TEMPLATE, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"},
+        resources=Resources(cpu=cpu, memory=memory)))
+    return PodJob(name=name, main=container, volumes=(Volume("scratch", SCRATCH, "scratch", scratch),),
+                  timeout_s=timeout_s, labels={"llmops/pipeline": "corpus"})
+
+
+def plan_job(settings: Settings, corpus: str) -> PodJob:
+    """List the source prefix once and write the run's source listing."""
+    return _job(settings, "corpus-plan", "corpus_plan", [
+        "--source-uri", "{{ params.source_prefix }}", "--bucket", BUCKET_TEMPLATE, "--corpus", corpus,
+        "--run-id", "{{ run_id }}", "--docs-per-shard", "{{ params.docs_per_shard }}"], timeout_s=900)
+
+
+def parse_jobs(settings: Settings, corpus: str, *, shards: int, bucket: str, run_id: str, parser_version: str,
+               s3_endpoint: str | None, tracking_uri: str) -> list[dict[str, Any]]:
+    """One parse pod job per shard, with final values (mapped pod jobs are not template-rendered)."""
+    jobs = []
+    for shard in range(shards):
+        job = _job(settings, f"corpus-parse-{shard}", "corpus_parse", [
+            "--bucket", bucket, "--corpus", corpus, "--run-id", run_id, "--shard", str(shard),
+            "--parser-version", parser_version], cpu="1", memory="4Gi")
+        data = job.to_dict()
+        data["main"]["env"]["AWS_ENDPOINT_URL"] = s3_endpoint or ""
+        data["main"]["env"]["MLFLOW_TRACKING_URI"] = tracking_uri
+        jobs.append(data)
+    return jobs
+
+
+def validate_job(settings: Settings, corpus: str) -> PodJob:
+    """Great Expectations schema checks, parity and drift against the live snapshot; MLflow record."""
+    return _job(settings, "corpus-validate", "corpus_validate", [
+        "--bucket", BUCKET_TEMPLATE, "--corpus", corpus, "--run-id", "{{ run_id }}",
+        "--parser-version", PARSER_VERSION_TEMPLATE,
+        "--source-uri", "{{ params.source_prefix }}", "--experiment", EXPERIMENT,
+        "--allow-type-drop", "{{ params.allow_type_drop | lower }}"], cpu="2", memory="4Gi")
+
+
+def publish_job(settings: Settings, corpus: str) -> PodJob:
+    """Copy to the content-addressed snapshot, embed, index, swap the live pointer."""
+    return _job(settings, "corpus-publish", "corpus_publish", [
+        "--bucket", BUCKET_TEMPLATE, "--corpus", corpus, "--run-id", "{{ run_id }}",
+        "--force", "{{ params.force | lower }}", "--vector-store", settings_vector_store(),
+        "--experiment", EXPERIMENT], cpu="2", memory="4Gi")
+
+
+def settings_vector_store() -> str:
+    """``local`` (embedded default) or ``qdrant`` (``LLMOPS_CORPUS_VECTOR_STORE``)."""
+    import os
+
+    store = os.environ.get("LLMOPS_CORPUS_VECTOR_STORE", "local")
+    if store not in ("local", "qdrant"):
+        raise ValueError(f"LLMOPS_CORPUS_VECTOR_STORE={store!r}: use 'local' or 'qdrant'")
+    return store

@@ -8,6 +8,6 @@
 * :mod:`llmops.drift.failures` (pure): the failure-case review lists.
 * :mod:`llmops.drift.report` (pure rendering): the Markdown summary and the HTML page with charts.
 * :mod:`llmops.drift.history` (I/O): weekly runs, per-item results and baselines from MLflow.
-* :mod:`llmops.drift.pipeline`: the ``weekly_eval_drift`` DAG's task logic (plans the pod jobs,
+* :mod:`llmops.drift.plan`: the ``weekly_eval_drift`` DAG's task logic (plans the pod jobs,
   the final check); :mod:`llmops.drift.make_evalset`: the shipped ``tiny_chat_weekly_v1`` set.
 """

@@ -18,11 +18,12 @@ import signal
 import sys
 import time
 
-from llmops import settings as settings_mod
+from llmops.config import settings as settings_mod
 from llmops.embedded import s3state
 from llmops.embedded.airflow_api import AirflowApi, AirflowApiError
 from llmops.embedded.platform import EmbeddedPlatform, Endpoints
 from llmops.embedded.services import ServiceError
+from llmops.io import s3 as s3io
 
 MAIN_DAG_ID = "platform_smoke"
 
@@ -38,7 +39,7 @@ def up(platform: EmbeddedPlatform, with_airflow: bool = True) -> None:
     os.environ.update(platform.s3_env())
     s3_service, *others = platform.services(with_airflow=with_airflow)
     started = s3_service.start()
-    s3 = s3state.client(platform.endpoints.s3_url)
+    s3 = s3io.client(endpoint_url=platform.endpoints.s3_url)
     if started:
         restored = s3state.restore(s3, platform.data_dir / "s3")
         print(f"s3: started on {platform.endpoints.s3_url}, restored {restored} objects")
@@ -64,7 +65,7 @@ def down(platform: EmbeddedPlatform) -> None:
     s3_service = services[0]
     if s3_service.pid() is not None and s3_service.healthy():
         os.environ.update(platform.s3_env())
-        saved = s3state.save(s3state.client(platform.endpoints.s3_url), platform.data_dir / "s3")
+        saved = s3state.save(s3io.client(endpoint_url=platform.endpoints.s3_url), platform.data_dir / "s3")
         print(f"s3: saved {saved} objects to {platform.data_dir / 's3'}")
     for service in reversed(services):
         print(f"{service.name}: {'stopped' if service.stop() else 'not running'}")

@@ -11,13 +11,6 @@ from pathlib import Path
 from typing import Any
 
 
-def client(endpoint_url: str, region: str = "us-east-1") -> Any:
-    """A boto3 S3 client for ``endpoint_url`` (credentials from the environment)."""
-    import boto3
-
-    return boto3.client("s3", endpoint_url=endpoint_url, region_name=region)
-
-
 def ensure_buckets(s3: Any, buckets: list[str]) -> list[str]:
     """Create the buckets that do not exist yet; return those created."""
     existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}

@@ -20,9 +20,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from llmops.config.settings import PROJECT_ROOT
 from llmops.embedded.airflow_api import AirflowApi
 from llmops.embedded.platform import EmbeddedPlatform
-from llmops.settings import PROJECT_ROOT
 
 WATCHER = "weight_drop_watcher"
 REFRESH = "model_refresh"

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from llmops.evals.client import Completion
 from llmops.evals.evalset import EvalItem
 from llmops.evals.scorers import SCORERS
 from llmops.evals.stats import ScoreEstimate, bootstrap_mean
+from llmops.io.openai_client import Completion
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Pod job: the canary controller. Shift traffic step by step, analyse, promote or roll back.
 
-Runs the pure state machine of :mod:`llmops.canary` against a real traffic split
-(:mod:`llmops.routing`) and real replayed traffic (:mod:`llmops.canary_traffic`)::
+Runs the pure state machine of :mod:`llmops.canary.analysis` against a real traffic split
+(:mod:`llmops.serving.routers`) and real replayed traffic (:mod:`llmops.canary.traffic`)::
 
     python -m llmops.jobs.canary --spec '{"steps": [{"weight": 5, "window_s": 300}, ...]}' \\
         --evalset include/evalsets/synthetic_chat_v1.yaml --served-model tiny-chat \\
@@ -10,7 +10,7 @@ Runs the pure state machine of :mod:`llmops.canary` against a real traffic split
 
 Each step: route the step's weight to the canary, replay eval-set prompts through the proxy
 for the step's window, compare canary with stable (error rate, TTFT p95, quality of sampled
-answers) and let :func:`llmops.canary.next_action` decide. On abort the canary's weight goes
+answers) and let :func:`llmops.canary.analysis.next_action` decide. On abort the canary's weight goes
 to 0 at once, before anything is logged, and the time from the breach (the end of the first
 failing window) to the proxy confirming 0% is measured.
 
@@ -32,8 +32,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from llmops import tracking
-from llmops.canary import (
+from llmops.canary.analysis import (
     ActionKind,
     CanaryError,
     CanarySpec,
@@ -44,11 +43,12 @@ from llmops.canary import (
     breach_to_rollback_s,
     next_action,
 )
-from llmops.canary_traffic import CANARY, STABLE, Window, records_as_rows, replay_window
-from llmops.evals.client import wait_healthy
+from llmops.canary.traffic import CANARY, STABLE, Window, records_as_rows, replay_window
 from llmops.evals.evalset import EvalSet, load_evalset
+from llmops.io import tracking
+from llmops.io.openai_client import wait_healthy
 from llmops.jobs.common import optional_env, setup_logging, write_result
-from llmops.routing import GatewayHttpRouteRouter, NginxRouter, TrafficRouter, WeightChange
+from llmops.serving.routers import GatewayHttpRouteRouter, NginxRouter, TrafficRouter, WeightChange
 
 log = setup_logging("llmops.jobs.canary")
 

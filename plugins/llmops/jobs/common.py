@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from llmops.pods import XCOM_DIR
+from llmops.core.podjob import XCOM_DIR
 
 RESULT_FILE = "return.json"
 

@@ -16,7 +16,7 @@ import argparse
 
 from llmops.corpus import ingest
 from llmops.corpus.config import load_parser_config
-from llmops.drops import s3_client_from_env
+from llmops.io.s3 import client_from_env
 from llmops.jobs.common import setup_logging, write_result
 
 log = setup_logging("llmops.jobs.corpus_parse")
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the shard; exit 0 (rejections are data, reported to validation)."""
     args = parse_args(argv)
     config = load_parser_config(args.parser_version)
-    result = ingest.parse_shard(s3_client_from_env(), args.bucket, args.corpus, args.run_id, args.shard, config,
+    result = ingest.parse_shard(client_from_env(), args.bucket, args.corpus, args.run_id, args.shard, config,
                                 ingest.scratch_dir(args.scratch))
     log.info("shard %d: %d documents, %d chunked, %d rejected, %d chunks %s", args.shard, result["documents"],
              result["chunked"], result["rejected"], result["rows"], result["counts"])

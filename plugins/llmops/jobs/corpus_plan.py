@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import argparse
 
-from llmops.corpus import ingest, plan
-from llmops.drops import s3_client_from_env
+from llmops.corpus import ingest, shards
+from llmops.io.s3 import client_from_env
 from llmops.jobs.common import setup_logging, write_result
 
 log = setup_logging("llmops.jobs.corpus_plan")
@@ -25,8 +25,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--bucket", required=True, help="the corpus bucket")
     parser.add_argument("--corpus", required=True, help="corpus name")
     parser.add_argument("--run-id", required=True, help="the pipeline run id (names the run's folder)")
-    parser.add_argument("--docs-per-shard", type=int, default=plan.DEFAULT_DOCS_PER_SHARD)
-    parser.add_argument("--max-shards", type=int, default=plan.DEFAULT_MAX_SHARDS)
+    parser.add_argument("--docs-per-shard", type=int, default=shards.DEFAULT_DOCS_PER_SHARD)
+    parser.add_argument("--max-shards", type=int, default=shards.DEFAULT_MAX_SHARDS)
     parser.add_argument("--scratch", default=None, help="scratch folder (unused: planning streams)")
     return parser.parse_args(argv)
 
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     """Plan the run. An empty source prefix is a result (``documents: 0``), not a crash: the DAG
     fails the run on it without retrying, which an exit code would not."""
     args = parse_args(argv)
-    result = ingest.plan_sources(s3_client_from_env(), args.source_uri, args.bucket, args.corpus, args.run_id,
+    result = ingest.plan_sources(client_from_env(), args.source_uri, args.bucket, args.corpus, args.run_id,
                                  docs_per_shard=args.docs_per_shard, max_shards=args.max_shards)
     write_result(result)
     if result["documents"] == 0:

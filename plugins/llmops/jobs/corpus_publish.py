@@ -21,7 +21,7 @@ from typing import Any
 from llmops.corpus import ingest
 from llmops.corpus.embedding import load_embedder
 from llmops.corpus.vectorstore import LocalVectorIndex, QdrantVectorStore, urllib_transport
-from llmops.drops import s3_client_from_env
+from llmops.io.s3 import client_from_env
 from llmops.jobs.common import setup_logging, write_result
 
 log = setup_logging("llmops.jobs.corpus_publish")
@@ -58,7 +58,7 @@ def store_factory(args: argparse.Namespace) -> Any:
 def main(argv: list[str] | None = None) -> int:
     """Publish the run."""
     args = parse_args(argv)
-    result = ingest.publish_run(s3_client_from_env(), args.bucket, args.corpus, args.run_id,
+    result = ingest.publish_run(client_from_env(), args.bucket, args.corpus, args.run_id,
                                 embedder=load_embedder(), store_factory=store_factory(args),
                                 force=args.force == "true", scratch=ingest.scratch_dir(args.scratch))
     log.info("%s: snapshot sha256-%s", result["status"], result["snapshot_id"])

@@ -20,10 +20,10 @@ from __future__ import annotations
 import argparse
 import json
 
-from llmops import tracking
 from llmops.corpus import ingest
 from llmops.corpus.config import load_parser_config, load_taxonomy
-from llmops.drops import s3_client_from_env
+from llmops.io import tracking
+from llmops.io.s3 import client_from_env
 from llmops.jobs.common import optional_env, setup_logging, write_result
 
 log = setup_logging("llmops.jobs.corpus_validate")
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     taxonomy = load_taxonomy()
     config = load_parser_config(args.parser_version)
     scratch = ingest.scratch_dir(args.scratch)
-    outcome = ingest.validate_run(s3_client_from_env(), args.bucket, args.corpus, args.run_id, taxonomy=taxonomy,
+    outcome = ingest.validate_run(client_from_env(), args.bucket, args.corpus, args.run_id, taxonomy=taxonomy,
                                   config=config, allow_type_drop=args.allow_type_drop == "true", scratch=scratch,
                                   batch_rows=args.batch_rows)
     verdict = outcome.verdict

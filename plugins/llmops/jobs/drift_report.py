@@ -161,9 +161,9 @@ def _log_to_mlflow(args: argparse.Namespace, tracking_uri: str | None, drift_rep
         return None
     import mlflow
 
-    from llmops import tracking
     from llmops.drift import history
     from llmops.drift.report import report_metrics
+    from llmops.io import tracking
 
     experiment_id = tracking.configure(tracking_uri, args.experiment or history.EXPERIMENT)
     tags = dict(t.split("=", 1) for t in args.tag)

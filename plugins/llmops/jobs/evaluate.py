@@ -17,12 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from llmops import tracking
-from llmops.evals import client
 from llmops.evals.evalset import EvalSet, load_evalset
 from llmops.evals.latency import measure_latency
 from llmops.evals.scoring import ItemResult, category_scores, results_as_rows, score_items
 from llmops.evals.stats import ScoreEstimate
+from llmops.io import openai_client, tracking
 from llmops.jobs.common import optional_env, setup_logging, write_result
 
 log = setup_logging("llmops.jobs.evaluate")
@@ -57,12 +56,12 @@ def main(argv: list[str] | None = None) -> int:
     evalset = load_evalset(args.evalset)
     if args.limit_per_category:
         evalset = evalset.limited(args.limit_per_category)
-    waited = client.wait_healthy(base_url)
+    waited = openai_client.wait_healthy(base_url)
     log.info("server %s healthy after %.1fs; %d items from %s@%s", base_url, waited,
              len(evalset.items), evalset.name, evalset.revision)
 
     started = time.monotonic()
-    completions = client.chat_many(base_url, args.model, [i.messages for i in evalset.items],
+    completions = openai_client.chat_many(base_url, args.model, [i.messages for i in evalset.items],
                                    concurrency=args.concurrency, max_tokens=args.max_tokens)
     duration = time.monotonic() - started
     results = score_items(evalset.items, completions)

@@ -30,11 +30,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from llmops.drops import s3_client_from_env
-from llmops.integrity import DEFAULT_WORKERS, IntegrityError, verify_local_dir
+from llmops.core.manifests import MANIFEST_NAME, STAGED_MARKER, ManifestFile, weight_digest
+from llmops.io.integrity import DEFAULT_WORKERS, IntegrityError, verify_local_dir
+from llmops.io.s3 import StorageError, client_from_env, parse_s3_uri, s3_uri
 from llmops.jobs.common import setup_logging, write_result
-from llmops.manifests import MANIFEST_NAME, STAGED_MARKER, ManifestFile, weight_digest
-from llmops.storage import STAGED_ROOT, StorageError, parse_s3_uri, read_staged_files, s3_uri
+from llmops.refresh.staging import STAGED_ROOT, read_staged_files
 
 log = setup_logging("llmops.jobs.fetch_weights")
 
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
                      len(marker["files"]), "sha256" if args.full_verify else "size")
             cache_hit, downloaded = True, 0
         else:
-            marker = fetch(s3_client_from_env(), bucket, prefix, model, digest, dest, args.workers)
+            marker = fetch(client_from_env(), bucket, prefix, model, digest, dest, args.workers)
             cache_hit, downloaded = False, marker["bytes_downloaded"]
             log.info("fetched and verified %s -> %s (%d files, %d bytes)", args.weights_uri, dest,
                      len(marker["files"]), downloaded)

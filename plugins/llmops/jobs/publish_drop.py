@@ -17,10 +17,11 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
-from llmops.drops import Faults, PublishError, publish_drop, s3_client_from_env
+from llmops.core.manifests import ManifestError
+from llmops.core.podjob import is_pinned_by_digest
+from llmops.io.s3 import client_from_env
 from llmops.jobs.common import optional_env, setup_logging, write_result
-from llmops.manifests import ManifestError
-from llmops.pods import is_pinned_by_digest
+from llmops.refresh.publish import Faults, PublishError, publish_drop
 
 log = setup_logging("llmops.jobs.publish_drop")
 
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                     extra=tuple(args.extra))
     try:
         image = runtime_image(args.runtime_image)
-        result = publish_drop(s3_client_from_env(), args.directory, args.bucket, model=args.model, revision=revision,
+        result = publish_drop(client_from_env(), args.directory, args.bucket, model=args.model, revision=revision,
                               runtime_image=image, model_family=args.model_family, source=args.source,
                               faults=faults, exclude=args.exclude, workers=args.workers)
     except (PublishError, ManifestError) as exc:

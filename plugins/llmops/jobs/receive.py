@@ -25,12 +25,12 @@ import argparse
 import json
 from typing import Any
 
-from llmops import tracking
-from llmops.drops import s3_client_from_env
-from llmops.integrity import DEFAULT_WORKERS, verify_drop
+from llmops.core.manifests import MANIFEST_NAME, ManifestError
+from llmops.io import tracking
+from llmops.io.integrity import DEFAULT_WORKERS, verify_drop
+from llmops.io.s3 import client_from_env, parse_s3_uri, s3_uri
 from llmops.jobs.common import optional_env, setup_logging, write_result
-from llmops.manifests import MANIFEST_NAME, ManifestError
-from llmops.storage import parse_s3_uri, quarantine_drop, read_drop_manifest, s3_uri, split_drop_prefix
+from llmops.refresh.staging import quarantine_drop, read_drop_manifest, split_drop_prefix
 
 log = setup_logging("llmops.jobs.receive")
 
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         log.error("--drop-uri: %s", exc)
         return EXIT_REJECTED
-    s3 = s3_client_from_env()
+    s3 = client_from_env()
     drop_uri = s3_uri(bucket, prefix)
     manifest_uri = s3_uri(bucket, prefix + MANIFEST_NAME)
     try:

@@ -33,11 +33,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from llmops import tracking
-from llmops.drops import s3_client_from_env
-from llmops.hardware import HardwareConfigError, load_hardware_class
-from llmops.jobs.common import optional_env, setup_logging, write_result
-from llmops.manifests import (
+from llmops.config.settings import DEFAULT_VLLM_IMAGE, SettingsError
+from llmops.config.settings import load as load_settings
+from llmops.core.hardware import HardwareConfigError, load_hardware_class
+from llmops.core.manifests import (
     TOKENIZER_FILES,
     DeploymentManifest,
     ManifestError,
@@ -45,20 +44,12 @@ from llmops.manifests import (
     chat_template_hash,
     tokenizer_hash,
 )
-from llmops.pods import image_repository
-from llmops.registry import CHALLENGER, CHAMPION, PIN_PREFIX, ModelRegistry, RegisteredVersion
-from llmops.settings import DEFAULT_VLLM_IMAGE, SettingsError
-from llmops.settings import load as load_settings
-from llmops.storage import (
-    StorageError,
-    parse_s3_uri,
-    read_drop_manifest,
-    read_json,
-    s3_uri,
-    split_drop_prefix,
-    stage_drop,
-    write_json,
-)
+from llmops.core.podjob import image_repository
+from llmops.io import tracking
+from llmops.io.registry import CHALLENGER, CHAMPION, PIN_PREFIX, ModelRegistry, RegisteredVersion
+from llmops.io.s3 import StorageError, client_from_env, parse_s3_uri, read_json, s3_uri, write_json
+from llmops.jobs.common import optional_env, setup_logging, write_result
+from llmops.refresh.staging import read_drop_manifest, split_drop_prefix, stage_drop
 
 log = setup_logging("llmops.jobs.stage")
 
@@ -158,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     """Stage and register the drop; exit 0 with a result, 2 on a wrong input, 1 on a failed copy."""
     args = parse_args(argv)
     tracking_uri = optional_env("MLFLOW_TRACKING_URI")
-    s3 = s3_client_from_env()
+    s3 = client_from_env()
     try:
         if tracking_uri is None:
             raise StageInputError("MLFLOW_TRACKING_URI is not set; fix: point it at the MLflow tracking server "

@@ -1,6 +1,6 @@
 """Launchers: turn a pod job into an Airflow task.
 
-``LLMOPS_LAUNCHER`` (see :mod:`llmops.settings`) picks the launcher when the DAG
+``LLMOPS_LAUNCHER`` (see :mod:`llmops.config.settings`) picks the launcher when the DAG
 file is parsed: ``kubernetes`` in production, ``local`` on the embedded default.
 The pod job is the same in both; only how it is executed changes.
 """
@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from llmops import settings as settings_mod
+from llmops.config import settings as settings_mod
 
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator
 
-    from llmops.pods import PodJob
+    from llmops.core.podjob import PodJob
 
 
 def pod_job_task(job: PodJob, *, task_id: str, launcher: str | None = None, **operator_kwargs: Any) -> BaseOperator:

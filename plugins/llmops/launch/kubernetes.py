@@ -33,8 +33,17 @@ from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperato
 from kubernetes.client import ApiClient
 from kubernetes.client import models as k8s
 
-from llmops import settings as settings_mod
-from llmops.pods import Container, PodJob, PodJobError, Probe, Resources, Volume, image_repository, is_pinned_by_digest
+from llmops.config import settings as settings_mod
+from llmops.core.podjob import (
+    Container,
+    PodJob,
+    PodJobError,
+    Probe,
+    Resources,
+    Volume,
+    image_repository,
+    is_pinned_by_digest,
+)
 
 MODEL_CACHE_CLAIM = "llmops-model-cache"
 """PersistentVolumeClaim mounted for ``model_cache`` volumes (operator argument ``model_cache_claim``)."""

@@ -41,8 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llmops.pods import XCOM_DIR, Container, PodJob, PodJobError, expand_env_refs, image_repository
-from llmops.settings import PROJECT_ROOT, Settings
+from llmops.config.settings import PROJECT_ROOT, Settings
+from llmops.core.podjob import XCOM_DIR, Container, PodJob, PodJobError, expand_env_refs, image_repository
 
 RESULT_FILE = "return.json"
 SIDECAR_STOP_GRACE_S = 10.0

@@ -8,9 +8,9 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
-from llmops import settings as settings_mod
+from llmops.config import settings as settings_mod
+from llmops.core.podjob import PodJob
 from llmops.launch.local import LocalPodRunner
-from llmops.pods import PodJob
 
 
 class LocalPodOperator(BaseOperator):

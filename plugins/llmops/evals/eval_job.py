@@ -1,31 +1,12 @@
-"""Pod jobs of the product's pipelines, built from settings and a hardware class.
-
-Values only known at run time (params, upstream XComs, connections) are Jinja
-templates inside the pod job, rendered by Airflow before either launcher reads it.
-"""
+"""The evaluation pod job: vLLM serves a checkpoint on a hardware class, the eval job scores it."""
 
 from __future__ import annotations
 
-from llmops.hardware import HardwareClass
-from llmops.pods import Container, PodJob, Resources
-from llmops.serving import serving_pod_job
-from llmops.settings import Settings
-
-# Rendered at run time from the Airflow connection, never read at parse time.
-MLFLOW_URI_TEMPLATE = "{{ conn.llmops_mlflow.host }}"
-
-
-def jobs_container(settings: Settings, module: str, args: list[str], *, env: dict[str, str] | None = None,
-                   resources: Resources | None = None, mlflow_tracking_uri: str = MLFLOW_URI_TEMPLATE) -> Container:
-    """The main container of a pod job: ``python -m llmops.jobs.<module> <args>`` in the jobs image."""
-    return Container(
-        name="job",
-        image=settings.jobs_image,
-        command=("python", "-m", f"llmops.jobs.{module}"),
-        args=tuple(args),
-        env={"MLFLOW_TRACKING_URI": mlflow_tracking_uri, **(env or {})},
-        resources=resources or Resources(cpu="1", memory="2Gi"),
-    )
+from llmops.config.settings import Settings
+from llmops.core.hardware import HardwareClass
+from llmops.core.job_container import MLFLOW_URI_TEMPLATE, jobs_container
+from llmops.core.podjob import PodJob
+from llmops.serving.vllm import serving_pod_job
 
 
 def evaluation_pod_job(settings: Settings, hw: HardwareClass, *, name: str, model_path: str,

@@ -1,6 +1,6 @@
 """Who serves a model's traffic outside a canary, and how the pipeline puts the champion back.
 
-Two modes, chosen by ``LLMOPS_CANARY_ROUTER`` (:attr:`llmops.settings.Settings.canary_router`):
+Two modes, chosen by ``LLMOPS_CANARY_ROUTER`` (:attr:`llmops.config.settings.Settings.canary_router`):
 
 ``gateway`` (a cluster)
     Each model has long-lived Deployments ``<model>-stable`` (the champion) and
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from llmops.settings import Settings
+from llmops.config.settings import Settings
 
 VERSION_ANNOTATION = "llmops.io/model-version"
 DIGEST_ANNOTATION = "llmops.io/weight-digest"
@@ -99,13 +99,13 @@ class GatewayServing:
     """Gateway-mode I/O: HTTPRoute weights (through the canary's router) and Deployment rollouts.
 
     ``apps_api`` is a ``kubernetes.client.AppsV1Api`` and ``router`` a
-    :class:`~llmops.routing.GatewayHttpRouteRouter`; both are built from the in-cluster config
+    :class:`~llmops.serving.routers.GatewayHttpRouteRouter`; both are built from the in-cluster config
     unless given (tests give fakes of the Kubernetes API).
     """
 
     def __init__(self, route: ServingRoute, *, apps_api: Any = None, router: Any = None,
                  rollout_timeout_s: float = 900.0, poll_s: float = 2.0) -> None:
-        from llmops.routing import GatewayHttpRouteRouter
+        from llmops.serving.routers import GatewayHttpRouteRouter
 
         self.route = route
         self.apps_api = apps_api if apps_api is not None else _apps_api()
@@ -156,7 +156,7 @@ def restore_champion_routing(settings: Settings, model: str, *,
 def serve_champion(settings: Settings, model: str, *, version: str, weights_uri: str, weight_digest: str,
                    reason: str, serving: GatewayServing | None = None) -> dict[str, Any]:
     """Roll ``<model>-stable`` to ``version`` (promotion or rollback), then route it all traffic."""
-    from llmops.refresh import model_dir
+    from llmops.serving.weights import model_dir
 
     if settings.canary_router != "gateway":
         return {"router": settings.canary_router, "action": "none",
@@ -172,7 +172,7 @@ def serve_champion(settings: Settings, model: str, *, version: str, weights_uri:
 def serve_candidate(settings: Settings, model: str, *, version: str, weights_uri: str, weight_digest: str,
                     serving: GatewayServing | None = None) -> dict[str, Any]:
     """Before a gateway canary: route nothing to canary, then roll ``<model>-canary`` to the candidate."""
-    from llmops.refresh import model_dir
+    from llmops.serving.weights import model_dir
 
     serving = serving or GatewayServing(ServingRoute.for_model(settings, model))
     routed = serving.all_to_stable()

@@ -1,4 +1,4 @@
-"""S3 operations of the receive and stage steps: list, JSON documents, quarantine, staging.
+"""Receive and stage in S3: drop locations, quarantine and content-addressed staging.
 
 Every write is server-side and additive:
 
@@ -7,35 +7,28 @@ Every write is server-side and additive:
   naming each bad file. Nothing is deleted from the drop.
 - :func:`stage_drop` copies a verified drop into the models bucket under a content-addressed
   prefix ``models/<model>/sha256-<weight digest>/<path>``, each object carrying its SHA-256 as
-  metadata (``x-amz-meta-sha256``). Objects of at least ``part_size`` bytes are copied with a
-  multipart upload of ranged ``upload_part_copy`` calls (no byte passes through this process),
-  smaller ones with ``copy_object``. A re-run skips objects already present with the expected
-  size and SHA-256, resumes an interrupted multipart copy from its finished parts, and is a
-  no-op once ``_staged.json`` (written last) records the completed staging.
+  metadata (``x-amz-meta-sha256``), with :func:`llmops.io.s3_copy.copy_objects`. A re-run
+  skips objects already present with the expected size and SHA-256, resumes an interrupted
+  multipart copy from its finished parts, and is a no-op once ``_staged.json`` (written last)
+  records the completed staging.
 
 Copies of a verified drop may pass the ETags that verification read
 (``source_etags``): S3 then refuses the copy (``PreconditionFailed``) if an object changed
 after it was verified. moto accepts and ignores that precondition.
-
-boto3 clients are thread-safe; give the client ``max_pool_connections`` >= ``workers``
-(botocore's default pool is 10) or urllib3 warns that its pool is full.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import time
-from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from llmops.manifests import (
+from llmops.core.manifests import (
     MANIFEST_NAME,
     QUARANTINE_PREFIX,
     STAGED_MARKER,
@@ -44,18 +37,10 @@ from llmops.manifests import (
     parse_drop_manifest,
     weight_digest,
 )
+from llmops.io.s3 import StorageError, head, list_prefix, read_json, s3_uri, write_json
+from llmops.io.s3_copy import DEFAULT_PART_SIZE, DEFAULT_WORKERS, CopyJob, copy_objects
 
 log = logging.getLogger(__name__)
-
-MiB = 1024 * 1024
-MIN_PART_SIZE = 5 * MiB
-"""S3's smallest part (all but the last)."""
-MAX_PARTS = 10_000
-"""S3's largest part count per multipart upload."""
-MAX_SINGLE_COPY = 5 * 1024 * MiB
-"""S3's largest ``copy_object`` source."""
-DEFAULT_PART_SIZE = 64 * MiB
-DEFAULT_WORKERS = 8
 
 REASON_NAME = "reason.json"
 STAGED_ROOT = "models/"
@@ -63,36 +48,6 @@ SHA256_META = "sha256"
 """Metadata key (``x-amz-meta-sha256``) of each staged object's SHA-256."""
 DIGEST_META = "weight-digest"
 SOURCE_ETAG_META = "quarantine-source-etag"
-
-
-class StorageError(RuntimeError):
-    """An S3 operation of receive/stage could not complete; the message names the object and the fix."""
-
-
-@dataclass(frozen=True)
-class S3Object:
-    """One listed object."""
-
-    key: str
-    size: int
-    etag: str
-
-
-# ---------------------------------------------------------------------------------------------
-# Locations
-
-
-def parse_s3_uri(uri: str) -> tuple[str, str]:
-    """``s3://bucket/key`` -> ``(bucket, key)``; the key may be empty or a prefix."""
-    if not uri.startswith("s3://") or not uri[5:].split("/", 1)[0]:
-        raise ValueError(f"{uri!r} is not an s3:// URI; fix: write s3://<bucket>/<key or prefix>")
-    bucket, _, key = uri[5:].partition("/")
-    return bucket, key
-
-
-def s3_uri(bucket: str, key: str = "") -> str:
-    """``s3://bucket/key``."""
-    return f"s3://{bucket}/{key}"
 
 
 def drop_prefix(model: str, revision: str) -> str:
@@ -118,57 +73,6 @@ def staged_prefix(model: str, digest: str) -> str:
     return f"{STAGED_ROOT}{model}/sha256-{digest}/"
 
 
-# ---------------------------------------------------------------------------------------------
-# Listing and JSON documents
-
-
-def list_prefix(s3: Any, bucket: str, prefix: str) -> list[S3Object]:
-    """Every object under ``prefix`` (all pages), sorted by key."""
-    objects = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for obj in page.get("Contents", []):
-            objects.append(S3Object(key=obj["Key"], size=int(obj["Size"]), etag=obj.get("ETag", "")))
-    return sorted(objects, key=lambda o: o.key)
-
-
-def head(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
-    """``head_object``'s answer, or ``None`` when the object does not exist."""
-    try:
-        return s3.head_object(Bucket=bucket, Key=key)
-    except ClientError as exc:
-        if is_not_found(exc):
-            return None
-        raise
-
-
-def read_json(s3: Any, bucket: str, key: str) -> Any:
-    """The parsed JSON document at ``s3://bucket/key``.
-
-    Raises ``FileNotFoundError`` (no such object) or ``ValueError`` (not JSON), naming the URI.
-    """
-    uri = s3_uri(bucket, key)
-    try:
-        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-    except ClientError as exc:
-        if is_not_found(exc):
-            raise FileNotFoundError(f"{uri}: no such object; fix: check the bucket and key") from exc
-        raise
-    try:
-        return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{uri}: not valid JSON ({exc}); fix: rewrite it as UTF-8 JSON") from exc
-
-
-def write_json(s3: Any, bucket: str, key: str, payload: Any) -> str:
-    """Write ``payload`` as JSON to ``s3://bucket/key`` with one PUT (readers see all or nothing).
-
-    Returns the new object's ETag.
-    """
-    body = (json.dumps(payload, indent=2, ensure_ascii=False) + "\n").encode()
-    answer = s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json")
-    return str(answer.get("ETag", ""))
-
-
 def read_drop_manifest(s3: Any, bucket: str, prefix: str) -> WeightDropManifest:
     """Read and validate ``<prefix>manifest.json``; its model and revision must match the prefix.
 
@@ -181,148 +85,6 @@ def read_drop_manifest(s3: Any, bucket: str, prefix: str) -> WeightDropManifest:
     return parse_drop_manifest(data, s3_uri(bucket, key), expect_model=model, expect_revision=revision)
 
 
-def is_not_found(exc: ClientError) -> bool:
-    """True when ``exc`` says the bucket or key does not exist."""
-    return exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound")
-
-
-# ---------------------------------------------------------------------------------------------
-# Server-side copies
-
-
-@dataclass(frozen=True)
-class CopyJob:
-    """One server-side copy."""
-
-    src_bucket: str
-    src_key: str
-    dst_bucket: str
-    dst_key: str
-    size: int
-    metadata: dict[str, str] = field(default_factory=dict)
-    content_type: str | None = None
-    source_etag: str | None = None
-
-
-def part_ranges(size: int, part_size: int) -> list[tuple[int, int]]:
-    """Inclusive byte ranges of the parts of a ``size``-byte object.
-
-    The part size grows beyond ``part_size`` when needed to stay within S3's 10,000 parts.
-    """
-    if part_size < MIN_PART_SIZE:
-        raise ValueError(f"part_size {part_size} is below S3's minimum part of {MIN_PART_SIZE} bytes; "
-                         f"fix: use at least 5 MiB")
-    part = max(part_size, math.ceil(size / MAX_PARTS))
-    return [(start, min(start + part, size) - 1) for start in range(0, size, part)]
-
-
-def copy_objects(s3: Any, jobs: Sequence[CopyJob], *, part_size: int = DEFAULT_PART_SIZE,
-                 workers: int = DEFAULT_WORKERS, resume: bool = False) -> dict[str, int]:
-    """Copy every job server-side, in parallel; return ``dst_key -> parts`` (0 for a single copy).
-
-    Objects of at least ``part_size`` bytes (or above S3's 5 GiB single-copy limit) take a
-    multipart upload whose ranged part copies run in the same thread pool as the small copies.
-    With ``resume`` (only for destinations whose content is fixed by their key), an unfinished
-    multipart upload to the same key is continued: its finished parts of the right size are kept.
-    """
-    if part_size > MAX_SINGLE_COPY:
-        raise ValueError(f"part_size {part_size} exceeds S3's 5 GiB copy limit; fix: use a smaller part size")
-    threshold = part_size
-    singles: list[CopyJob] = []
-    uploads: list[_Multipart] = []
-    for job in jobs:
-        if job.size >= threshold and job.size > 0:
-            uploads.append(_open_multipart(s3, job, part_size, resume))
-        else:
-            singles.append(job)
-    tasks: list[tuple[Any, ...]] = [("single", job) for job in singles]
-    for upload in uploads:
-        tasks.extend(("part", upload, number) for number in upload.todo)
-    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="s3copy") as pool:
-        for _ in pool.map(lambda task: _run_copy_task(s3, task), tasks):
-            pass
-    result = {job.dst_key: 0 for job in singles}
-    for upload in uploads:
-        parts = [{"PartNumber": n, "ETag": upload.etags[n]} for n in sorted(upload.etags)]
-        s3.complete_multipart_upload(Bucket=upload.job.dst_bucket, Key=upload.job.dst_key,
-                                     UploadId=upload.upload_id, MultipartUpload={"Parts": parts})
-        result[upload.job.dst_key] = len(parts)
-    return result
-
-
-@dataclass
-class _Multipart:
-    job: CopyJob
-    upload_id: str
-    ranges: list[tuple[int, int]]
-    etags: dict[int, str]
-    todo: list[int]
-
-
-def _open_multipart(s3: Any, job: CopyJob, part_size: int, resume: bool) -> _Multipart:
-    ranges = part_ranges(job.size, part_size)
-    pending = _uploads_of(s3, job.dst_bucket, job.dst_key)
-    upload_id = None
-    etags: dict[int, str] = {}
-    if resume and pending:
-        newest = max(pending, key=lambda u: u["Initiated"])
-        upload_id = newest["UploadId"]
-        for part in _parts_of(s3, job.dst_bucket, job.dst_key, upload_id):
-            number = int(part["PartNumber"])
-            if 1 <= number <= len(ranges):
-                start, end = ranges[number - 1]
-                if int(part["Size"]) == end - start + 1:
-                    etags[number] = part["ETag"]
-        pending = [u for u in pending if u["UploadId"] != upload_id]
-        log.info("resuming multipart copy to %s: %d of %d parts done", job.dst_key, len(etags), len(ranges))
-    for stale in pending:  # unfinished uploads to this key that will never complete
-        s3.abort_multipart_upload(Bucket=job.dst_bucket, Key=job.dst_key, UploadId=stale["UploadId"])
-    if upload_id is None:
-        extra = {"ContentType": job.content_type} if job.content_type else {}
-        upload_id = s3.create_multipart_upload(Bucket=job.dst_bucket, Key=job.dst_key, Metadata=job.metadata,
-                                               **extra)["UploadId"]
-    todo = [n for n in range(1, len(ranges) + 1) if n not in etags]
-    return _Multipart(job=job, upload_id=upload_id, ranges=ranges, etags=etags, todo=todo)
-
-
-def _uploads_of(s3: Any, bucket: str, key: str) -> list[dict[str, Any]]:
-    uploads = []
-    for page in s3.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=key):
-        uploads.extend(u for u in page.get("Uploads", []) if u["Key"] == key)
-    return uploads
-
-
-def _parts_of(s3: Any, bucket: str, key: str, upload_id: str) -> list[dict[str, Any]]:
-    parts = []
-    for page in s3.get_paginator("list_parts").paginate(Bucket=bucket, Key=key, UploadId=upload_id):
-        parts.extend(page.get("Parts", []))
-    return parts
-
-
-def _run_copy_task(s3: Any, task: tuple[Any, ...]) -> None:
-    if task[0] == "single":
-        job: CopyJob = task[1]
-        extra: dict[str, Any] = {}
-        if job.content_type:
-            extra["ContentType"] = job.content_type
-        if job.source_etag:
-            extra["CopySourceIfMatch"] = job.source_etag
-        s3.copy_object(Bucket=job.dst_bucket, Key=job.dst_key,
-                       CopySource={"Bucket": job.src_bucket, "Key": job.src_key},
-                       Metadata=job.metadata, MetadataDirective="REPLACE", **extra)
-        return
-    upload: _Multipart = task[1]
-    number: int = task[2]
-    job = upload.job
-    start, end = upload.ranges[number - 1]
-    extra = {"CopySourceIfMatch": job.source_etag} if job.source_etag else {}
-    answer = s3.upload_part_copy(Bucket=job.dst_bucket, Key=job.dst_key, UploadId=upload.upload_id,
-                                 PartNumber=number, CopySource={"Bucket": job.src_bucket, "Key": job.src_key},
-                                 CopySourceRange=f"bytes={start}-{end}", **extra)
-    upload.etags[number] = answer["CopyPartResult"]["ETag"]  # distinct keys per thread: safe under the GIL
-
-
-# ---------------------------------------------------------------------------------------------
 # Quarantine
 
 

@@ -3,7 +3,7 @@
 A drop is ``s3://<drops bucket>/<model>/<revision>/<path>`` for every file of the folder, then
 ``manifest.json`` written **last**: its arrival marks the drop complete, so the sensor never
 sees half a drop. The manifest lists every file with its size and SHA-256, the model family,
-source, revision and the digest-pinned serving image (see :mod:`llmops.manifests`).
+source, revision and the digest-pinned serving image (see :mod:`llmops.core.manifests`).
 
 Tests and demos inject faults with :class:`Faults`; the manifest always describes the *true*
 folder, so each fault is what receive must catch:
@@ -19,7 +19,6 @@ from __future__ import annotations
 import fnmatch
 import json
 import logging
-import os
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
@@ -29,9 +28,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from llmops.integrity import hash_file
-from llmops.manifests import MANIFEST_NAME, ManifestFile, WeightDropManifest, parse_drop_manifest, path_problem
-from llmops.storage import drop_prefix, head, s3_uri, write_json
+from llmops.core.manifests import MANIFEST_NAME, ManifestFile, WeightDropManifest, parse_drop_manifest, path_problem
+from llmops.io.integrity import hash_file
+from llmops.io.s3 import head, s3_uri, write_json
+from llmops.refresh.staging import drop_prefix
 
 log = logging.getLogger(__name__)
 
@@ -83,24 +83,6 @@ class PublishResult:
         }
 
 
-def s3_client_from_env(max_pool_connections: int = 16) -> Any:
-    """The S3 client of the refresh jobs.
-
-    Endpoint from ``AWS_ENDPOINT_URL`` (unset or empty: AWS itself), region from
-    ``AWS_DEFAULT_REGION`` / ``AWS_REGION`` (default us-east-1), credentials from the usual
-    environment (a Kubernetes Secret in production). Standard retries absorb transient errors.
-    """
-    import boto3
-    from botocore.config import Config
-
-    def env(name: str) -> str | None:
-        return os.environ.get(name, "").strip() or None
-
-    region = env("AWS_DEFAULT_REGION") or env("AWS_REGION") or "us-east-1"
-    config = Config(max_pool_connections=max_pool_connections, retries={"mode": "standard", "max_attempts": 5})
-    return boto3.client("s3", endpoint_url=env("AWS_ENDPOINT_URL"), region_name=region, config=config)
-
-
 def model_files(directory: str | Path, exclude: Sequence[str] = ()) -> list[str]:
     """Relative POSIX paths of the regular files under ``directory``, sorted; ``exclude`` globs skipped."""
     root = Path(directory)
@@ -131,7 +113,7 @@ def build_manifest(directory: str | Path, files: Sequence[str], *, model: str, r
                    workers: int = 4) -> WeightDropManifest:
     """Hash ``files`` (streamed, in parallel) and return the validated manifest of the drop.
 
-    Raises :class:`llmops.manifests.ManifestError` naming each field and its fix.
+    Raises :class:`llmops.core.manifests.ManifestError` naming each field and its fix.
     """
     root = Path(directory)
 
@@ -154,7 +136,7 @@ def publish_drop(s3: Any, directory: str | Path, bucket: str, *, model: str, rev
 
     ``model_family`` defaults to ``model_type`` of the folder's ``config.json``, ``source`` to the
     folder's ``file://`` URI. A drop is immutable: an existing ``manifest.json`` at the target is
-    an error. Raises :class:`PublishError` or :class:`llmops.manifests.ManifestError` before
+    an error. Raises :class:`PublishError` or :class:`llmops.core.manifests.ManifestError` before
     anything is uploaded when an option or the manifest is wrong.
     """
     root = Path(directory).resolve()

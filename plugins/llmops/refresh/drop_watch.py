@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from llmops.manifests import MANIFEST_NAME, ManifestError, parse_drop_manifest
+from llmops.core.manifests import MANIFEST_NAME, ManifestError, parse_drop_manifest
 
 CLAIMS_PREFIX = "_claims/"
 _IGNORED_TOP = ("_claims", "quarantine")

@@ -16,7 +16,7 @@ The **weight digest** (:func:`weight_digest`) is the identity of a drop: the sam
 the same content give the same digest whatever the revision name or delivery time, so a
 re-delivered drop is recognised and processed once.
 
-Only the standard library (and :mod:`llmops.pods` for the image-digest rule) is imported:
+Only the standard library (and :mod:`llmops.core.podjob` for the image-digest rule) is imported:
 DAG files may load this module at parse time.
 """
 
@@ -31,7 +31,7 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any
 
-from llmops.pods import is_pinned_by_digest
+from llmops.core.podjob import is_pinned_by_digest
 
 MANIFEST_NAME = "manifest.json"
 """File name of the weight-drop manifest at the root of a drop prefix."""
@@ -379,7 +379,7 @@ class DeploymentManifest:
     """Everything a served model version is pinned to.
 
     ``hardware_configs`` maps each hardware class the version is qualified on to the
-    :attr:`llmops.hardware.HardwareClass.config_hash` of its config. ``model_version`` is the
+    :attr:`llmops.core.hardware.HardwareClass.config_hash` of its config. ``model_version`` is the
     MLflow model version, ``None`` until the version is registered (see :meth:`with_version`).
     """
 

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from llmops.pods import image_repository
+from llmops.core.podjob import image_repository
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
 
 Launcher = Literal["local", "kubernetes"]
 LAUNCHERS: tuple[str, ...] = ("local", "kubernetes")
@@ -58,7 +58,7 @@ class Settings:
     canary_window_s: int
     local_runtimes: dict[str, Path] = field(default_factory=dict)
     # How canary traffic is split: "nginx" (a proxy inside the canary pod, the embedded default)
-    # or "gateway" (a model's long-lived HTTPRoute and Deployments; see llmops.serving_route).
+    # or "gateway" (a model's long-lived HTTPRoute and Deployments; see llmops.serving.deployments).
     canary_router: str = "nginx"
     # Where clients reach a model's HTTPRoute ({model} and {namespace} are filled in).
     gateway_url_template: str = "http://llmops-gateway.{namespace}.svc.cluster.local"

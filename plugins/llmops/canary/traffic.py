@@ -9,8 +9,8 @@ scored against the item's reference: that is the quality signal of the canary an
 failed request scores 0).
 
 :func:`window_metrics` turns the records of one window into the
-:class:`~llmops.canary.WindowMetrics` of one side (pure); both sides share the window's
-start and end, as :func:`llmops.canary.analyze_step` requires.
+:class:`~llmops.canary.analysis.WindowMetrics` of one side (pure); both sides share the window's
+start and end, as :func:`llmops.canary.analysis.analyze_step` requires.
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from llmops.canary import WindowMetrics
+from llmops.canary.analysis import WindowMetrics
 from llmops.evals.evalset import EvalItem
 from llmops.evals.latency import percentile
 from llmops.evals.scorers import SCORERS
-from llmops.routing import BACKEND_HEADER, CANARY, STABLE
+from llmops.serving.routers import BACKEND_HEADER, CANARY, STABLE
 
 SIDES = (CANARY, STABLE)
 

@@ -18,17 +18,12 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 S3_CONN_ID = "llmops_s3"
 
 
-def _s3_client(conn_id: str) -> Any:
-    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-
-    return S3Hook(aws_conn_id=conn_id).get_conn()
-
-
 def find_new_drops(conn_id: str, bucket: str) -> list[dict[str, Any]]:
     """Unclaimed drops in ``bucket``, as dicts (what the sensor returns)."""
-    from llmops.drop_watch import unclaimed
+    from llmops.io.s3 import client_from_connection
+    from llmops.refresh.drop_watch import unclaimed
 
-    return [drop.to_dict() for drop in unclaimed(_s3_client(conn_id), bucket)]
+    return [drop.to_dict() for drop in unclaimed(client_from_connection(conn_id), bucket)]
 
 
 class NewWeightDropTrigger(BaseTrigger):
@@ -41,7 +36,7 @@ class NewWeightDropTrigger(BaseTrigger):
         self.poll_interval_s = poll_interval_s
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        return ("llmops.drop_sensor.NewWeightDropTrigger",
+        return ("llmops.refresh.drop_sensor.NewWeightDropTrigger",
                 {"bucket": self.bucket, "conn_id": self.conn_id, "poll_interval_s": self.poll_interval_s})
 
     async def run(self) -> AsyncIterator[TriggerEvent]:

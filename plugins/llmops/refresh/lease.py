@@ -46,7 +46,7 @@ def lock_key(model: str) -> str:
     return f"{LOCK_PREFIX}/{model}.json"
 
 
-def decide(lease: Lease | None, run_id: str, holder_alive: Callable[[str], bool]) -> LockAction:
+def action_for(lease: Lease | None, run_id: str, holder_alive: Callable[[str], bool]) -> LockAction:
     """The rule: free -> create; ours -> held; a finished holder -> take over; else wait."""
     if lease is None:
         return LockAction.CREATE
@@ -59,7 +59,7 @@ def read_lease(s3: Any, bucket: str, model: str) -> Lease | None:
     """The current lease, or None when the model is free."""
     from botocore.exceptions import ClientError
 
-    from llmops.storage import is_not_found
+    from llmops.io.s3 import is_not_found
 
     try:
         obj = s3.get_object(Bucket=bucket, Key=lock_key(model))
@@ -80,7 +80,7 @@ def acquire(s3: Any, bucket: str, model: str, run_id: str, holder_alive: Callabl
     from botocore.exceptions import ClientError
 
     lease = read_lease(s3, bucket, model)
-    action = decide(lease, run_id, holder_alive)
+    action = action_for(lease, run_id, holder_alive)
     if action is LockAction.HELD:
         return True, f"{model}: this run already holds the lease (a retry)"
     if action is LockAction.WAIT:

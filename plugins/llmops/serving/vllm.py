@@ -6,7 +6,7 @@ container talking to ``http://127.0.0.1:$(VLLM_PORT)``. Everything that depends 
 machine (GPUs, engine knobs, ``/dev/shm``, node selector, tolerations) comes from the
 hardware class, so the same DAG serves on a laptop CPU or on four B200s by configuration.
 
-Pure: builds :mod:`llmops.pods` data; no Airflow, no I/O beyond loading a hardware YAML.
+Pure: builds :mod:`llmops.core.podjob` data; no Airflow, no I/O beyond loading a hardware YAML.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
-from llmops.hardware import HardwareClass
-from llmops.pods import Container, PodJob, Probe, Resources, Scheduling, Toleration, Volume
+from llmops.core.hardware import HardwareClass
+from llmops.core.podjob import Container, PodJob, Probe, Resources, Scheduling, Toleration, Volume
 
 VLLM_CONTAINER = "vllm"
 VLLM_PORT_ENV = "VLLM_PORT"

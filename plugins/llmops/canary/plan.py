@@ -8,7 +8,7 @@ of them is transparent to clients; the main container is the controller
 In the cluster the stable and canary servers are long-lived Deployments behind a Gateway and
 the controller alone runs as a job with ``--router gateway``; this pod is the embedded form.
 
-Pure: builds :mod:`llmops.pods` data; no Airflow, no I/O.
+Pure: builds :mod:`llmops.core.podjob` data; no Airflow, no I/O.
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
-from llmops.canary import CanarySpec
-from llmops.hardware import HardwareClass
-from llmops.podjobs import MLFLOW_URI_TEMPLATE, jobs_container
-from llmops.pods import Container, PodJob
-from llmops.serving import (
+from llmops.canary.analysis import CanarySpec
+from llmops.config.settings import Settings
+from llmops.core.hardware import HardwareClass
+from llmops.core.job_container import MLFLOW_URI_TEMPLATE, jobs_container
+from llmops.core.podjob import Container, PodJob
+from llmops.serving.vllm import (
     CPU_STARTUP_BUDGET_S,
     GPU_STARTUP_BUDGET_S,
     HARDWARE_CLASS_LABEL,
@@ -30,7 +31,6 @@ from llmops.serving import (
     serving_volumes,
     vllm_sidecar,
 )
-from llmops.settings import Settings
 
 STABLE_CONTAINER = "vllm-stable"
 CANARY_CONTAINER = "vllm-canary"
@@ -55,7 +55,7 @@ def canary_pod_job(settings: Settings, hw: HardwareClass, *, stable_model_path: 
                    mlflow_tracking_uri: str = MLFLOW_URI_TEMPLATE) -> PodJob:
     """The canary pod for ``hw``: stable and canary vLLM sidecars, the controller as the main container.
 
-    ``spec`` is a :class:`~llmops.canary.CanarySpec` dict (validated here) or a Jinja template
+    ``spec`` is a :class:`~llmops.canary.analysis.CanarySpec` dict (validated here) or a Jinja template
     string rendering to its JSON (validated by the job at run time). ``canary_extra_args`` are
     ``vllm serve`` flags for the canary only; a flag already set from the hardware class is
     replaced, not repeated (e.g. ``["--max-model-len", "16"]`` injects a config regression).

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from llmops.manifests import MANIFEST_NAME, STAGED_MARKER, ManifestFile, weight_digest
+from llmops.core.manifests import MANIFEST_NAME, STAGED_MARKER, ManifestFile, weight_digest
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +194,7 @@ def verify_local_dir(directory: str | os.PathLike[str], files: Iterable[Manifest
                      ignore: Sequence[str] = (MANIFEST_NAME, STAGED_MARKER)) -> DropVerification:
     """Verify the files of a model folder against their manifest entries (the serving pod's init step).
 
-    ``expected_weight_digest`` (the pinned digest) must equal :func:`~llmops.manifests.weight_digest`
+    ``expected_weight_digest`` (the pinned digest) must equal :func:`~llmops.core.manifests.weight_digest`
     of ``files``, else :class:`IntegrityError` is raised before anything is read. Files present
     but not listed are reported as ``extra`` unless they match a glob in ``ignore``. Call
     :meth:`DropVerification.raise_for_problems` to refuse to serve on any mismatch.
@@ -270,7 +270,7 @@ def verify_drop(s3: Any, bucket: str, prefix: str, files: Iterable[ManifestFile 
     (``workers`` at a time) and judged on the bytes actually received. Objects under the
     prefix that are not listed (and match no glob in ``ignore``) are reported as ``extra``.
     """
-    from llmops.storage import list_prefix, s3_uri
+    from llmops.io.s3 import list_prefix, s3_uri
 
     prefix = prefix.rstrip("/") + "/"
     entries = [ManifestFile.of(f) for f in files]

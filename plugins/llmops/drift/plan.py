@@ -13,12 +13,14 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from llmops import podjobs, registry
+from llmops.config.settings import Settings
+from llmops.core.hardware import HardwareClass
+from llmops.core.job_container import jobs_container
+from llmops.core.podjob import PodJob, Resources
 from llmops.drift.history import EXPERIMENT, STAGE_TAG, WEEKLY_STAGE
 from llmops.drift.series import iso_week
-from llmops.hardware import HardwareClass
-from llmops.pods import PodJob, Resources
-from llmops.settings import Settings
+from llmops.evals.eval_job import evaluation_pod_job
+from llmops.io import registry
 
 ALIASES = (registry.CHAMPION, registry.PREVIOUS)
 EVALSETS_DIR = "include/evalsets"
@@ -39,7 +41,7 @@ def week_of(logical_date: datetime | None, run_after: datetime) -> str:
 
 def hygiene_job(settings: Settings) -> PodJob:
     """Check the eval sets selected by ``params.evalsets`` (all when empty) before anything is served."""
-    return PodJob(name="drift-hygiene", main=podjobs.jobs_container(
+    return PodJob(name="drift-hygiene", main=jobs_container(
         settings, "drift_hygiene", ["--evalsets-dir", EVALSETS_DIR, "--only", "{{ params.evalsets | join(',') }}"],
         resources=Resources(cpu="1", memory="1Gi")), timeout_s=600)
 
@@ -50,7 +52,7 @@ def _slug(text: str) -> str:
 
 def targets(reg: registry.ModelRegistry, model: str, tracking_uri: str) -> list[dict[str, str]]:
     """``champion`` (required) and ``previous`` (when it exists and differs) as eval targets."""
-    from llmops.refresh import champion_target
+    from llmops.refresh.plan import champion_target
 
     champion = champion_target(reg, model)
     if champion is None:
@@ -75,12 +77,12 @@ def evaluation_jobs(settings: Settings, hw: HardwareClass, *, model: str, target
     Each pod fetches the alias's pinned weights (init container, digest re-verified) and serves
     them with vLLM; the eval job logs to ``llmops-eval-drift`` with the tags the history reads.
     """
-    from llmops.refresh import fetch_container, model_dir
+    from llmops.serving.weights import fetch_container, model_dir
 
     jobs = []
     for target in targets:
         for evalset in evalsets:
-            job = podjobs.evaluation_pod_job(
+            job = evaluation_pod_job(
                 settings, hw, name=f"drift-{target['alias']}-{_slug(evalset['name'])}"[:63].rstrip("-"),
                 model_path=model_dir(model, target["weight_digest"]),
                 served_model_name=f"{model}-v{target['version']}", evalset=evalset["config"], experiment=EXPERIMENT,
@@ -102,7 +104,7 @@ def report_job(settings: Settings, *, model: str, week: str, evaluations: list[d
             "--weeks", str(weeks), "--threshold", str(threshold), "--fail-on", fail_on,
             "--categories", ",".join(categories), "--hardware-class", hardware_class,
             "--tag", f"airflow_run_id={airflow_run_id}"]
-    container = podjobs.jobs_container(settings, "drift_report", args, resources=Resources(cpu="1", memory="2Gi"),
+    container = jobs_container(settings, "drift_report", args, resources=Resources(cpu="1", memory="2Gi"),
                                        mlflow_tracking_uri=tracking_uri)
     return PodJob(name="drift-report", main=container, timeout_s=1800).to_dict()
 

@@ -135,7 +135,7 @@ def nginx_conf(*, listen_port: int, stable: str, canary: str, canary_percent: in
     percent = check_percent(canary_percent)
     work = Path(work_dir)
     temp = {kind: work / "temp" / kind for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")}
-    return f"""# Written by llmops.routing.NginxRouter: regenerated on every weight change; do not edit.
+    return f"""# Written by llmops.serving.routers.NginxRouter: regenerated on every weight change; do not edit.
 daemon off;
 master_process on;
 worker_processes 1;

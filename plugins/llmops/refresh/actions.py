@@ -1,0 +1,103 @@
+"""What ``model_refresh`` and ``model_rollback`` change once a verdict is in: registry aliases,
+``deployments/<model>/current.json`` and its history, the serving route, and the model's lease.
+Runs inside Airflow tasks (light I/O only).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC
+from typing import Any
+
+from llmops.config.settings import Settings
+from llmops.io import registry
+
+
+def promote(settings: Settings, *, model: str, version: str, run_id: str, tracking_uri: str,
+            models_bucket: str) -> dict[str, Any]:
+    """Move ``champion``/``previous``, and write ``deployments/<model>/current.json`` with its history."""
+    reg = registry.ModelRegistry(tracking_uri)
+    moved = reg.promote(model, version)
+    record = _deployment_record(reg, model, moved["champion"], run_id, action="promote")
+    reg.tag(model, version, {registry.STATUS_TAG: "champion", "llmops.promoted_by": run_id})
+    _write_current(models_bucket, model, record)
+    return {**moved, "deployment": record, "serving": _serve(settings, record, reason="promote")}
+
+
+def rollback(settings: Settings, *, model: str, run_id: str, tracking_uri: str,
+             models_bucket: str) -> dict[str, Any]:
+    """``champion`` back to ``previous`` in one step, recorded in ``current.json``'s history.
+
+    Idempotent per run: a retried task whose alias move already happened (the version it
+    rolled back carries this run's id) only rewrites ``current.json``.
+    """
+    reg = registry.ModelRegistry(tracking_uri)
+    previous = reg.by_alias(model, registry.PREVIOUS)
+    if previous is not None and previous.tags.get("llmops.rolled_back_by") == run_id:
+        champion = reg.by_alias(model, registry.CHAMPION)
+        moved = {"champion": champion.version if champion else None, "rolled_back": previous.version}
+    else:
+        moved = reg.rollback(model)
+        reg.tag(model, moved["rolled_back"], {registry.STATUS_TAG: "rolled_back", "llmops.rolled_back_by": run_id})
+    record = _deployment_record(reg, model, moved["champion"], run_id, action="rollback")
+    _write_current(models_bucket, model, record)
+    return {**moved, "deployment": record, "serving": _serve(settings, record, reason="rollback")}
+
+
+def _serve(settings: Settings, record: dict[str, Any], reason: str) -> dict[str, Any]:
+    """The serving route follows the registry: ``<model>-stable`` rolled to the record's version."""
+    from llmops.serving.deployments import serve_champion
+
+    return serve_champion(settings, record["model"], version=record["version"], weights_uri=record["weights_uri"],
+                          weight_digest=record["pins"].get("weight_digest", ""), reason=reason)
+
+
+def claim_model(model: str, run_id: str, holder_alive: Any) -> tuple[bool, str]:
+    """Take ``model``'s refresh lease in the models bucket (see :mod:`llmops.refresh.lease`)."""
+    from llmops.refresh import lease
+
+    s3, bucket = _models_bucket()
+    return lease.acquire(s3, bucket, model, run_id, holder_alive)
+
+
+def release_model(model: str, run_id: str) -> bool:
+    """Give ``model``'s refresh lease back if this run holds it."""
+    from llmops.refresh import lease
+
+    s3, bucket = _models_bucket()
+    return lease.release(s3, bucket, model, run_id)
+
+
+def _models_bucket() -> tuple[Any, str]:
+    """An S3 client from the ``llmops_s3`` connection and the models bucket (inside a task)."""
+    from airflow.sdk import Variable
+
+    from llmops.io import s3 as s3io
+
+    return s3io.client_from_connection(), Variable.get("llmops_bucket_models")
+
+
+def _deployment_record(reg: registry.ModelRegistry, model: str, version: str, run_id: str,
+                       action: str) -> dict[str, Any]:
+    from datetime import datetime
+
+    champion = reg.get(model, version)
+    pins = {k.removeprefix(registry.PIN_PREFIX): v for k, v in champion.tags.items()
+            if k.startswith(registry.PIN_PREFIX)}
+    return {"model": model, "version": version, "weights_uri": champion.source, "pins": pins, "action": action,
+            "airflow_run_id": run_id, "at": datetime.now(UTC).isoformat()}
+
+
+def _write_current(bucket: str, model: str, record: dict[str, Any]) -> None:
+    """``current.json`` = the serving deployment plus every earlier one, newest first (kept forever)."""
+    from llmops.io import s3 as s3io
+
+    s3 = s3io.client_from_connection()
+    key = f"deployments/{model}/current.json"
+    try:
+        previous = s3io.read_json(s3, bucket, key)
+    except FileNotFoundError:
+        previous = None
+    history = [] if previous is None else [{k: v for k, v in previous.items() if k != "history"},
+                                           *previous.get("history", [])]
+    s3io.write_json(s3, bucket, key, {**record, "history": history})
+    s3io.write_json(s3, bucket, f"deployments/{model}/history/{record['at']}-{record['action']}.json", record)

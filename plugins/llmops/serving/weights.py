@@ -1,0 +1,46 @@
+"""Staged weights in a serving pod: where they live in the model cache, and the init container
+that fetches them and re-verifies their digest before vLLM starts (the pin is checked on every start).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from llmops.config.settings import Settings
+from llmops.core.podjob import Container, SecretEnv
+
+S3_SECRET = "llmops-s3"
+
+
+MODEL_CACHE = "/models"
+
+
+def s3_secret_env() -> dict[str, SecretEnv]:
+    """S3 credentials of a pod, from the ``llmops-s3`` Kubernetes Secret."""
+    return {key: SecretEnv(S3_SECRET, key) for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+
+
+# Rendered at run time from the Airflow connection (pods never see Airflow itself).
+S3_ENDPOINT_TEMPLATE = "{{ conn.llmops_s3.extra_dejson.get('endpoint_url', '') }}"
+
+
+def with_s3_secrets(container: Container) -> Container:
+    """The same container with the S3 Secret's keys as env."""
+    return replace(container, secret_env={**container.secret_env, **s3_secret_env()})
+
+
+def model_dir(model: str, weight_digest: str) -> str:
+    """Where a staged version lives in the serving pod's model cache (content-addressed)."""
+    return f"{MODEL_CACHE}/{model}/sha256-{weight_digest}"
+
+
+def fetch_container(settings: Settings, target: dict[str, str], model: str, s3_endpoint: str | None,
+                    name: str = "fetch-weights") -> Container:
+    """Init container: fetch a staged version into the model cache and re-verify its digest."""
+    return Container(
+        name=name, image=settings.jobs_image, command=("python", "-m", "llmops.jobs.fetch_weights"),
+        # --full-verify: re-hash even a cached copy; the pin is checked on every start.
+        args=("--weights-uri", target["weights_uri"], "--dest", model_dir(model, target["weight_digest"]),
+              "--weight-digest", target["weight_digest"], "--full-verify"),
+        env={"AWS_ENDPOINT_URL": s3_endpoint or ""}, secret_env=s3_secret_env(),
+    )
