@@ -37,7 +37,7 @@ with DAG(
     doc_md=__doc__,
 ) as dag:
 
-    @task(task_id="detect")
+    @task(task_id="detect", multiple_outputs=True)
     def detect() -> dict:
         """Config hashes and runtime image now, and how they differ from the state last acted on."""
         import json
@@ -55,7 +55,7 @@ with DAG(
         return {"state": current, "changes": [c.to_dict() for c in found],
                 "classes": changes.changed_classes(found), "descriptions": [c.describe() for c in found]}
 
-    @task(task_id="emit", outlets=[TARGETS_CHANGED])
+    @task(task_id="emit", outlets=[TARGETS_CHANGED], multiple_outputs=True)
     def emit(detected: dict, outlet_events=None) -> dict:
         """Asset event naming the changed classes (skipped, so no event, when nothing changed)."""
         import json

@@ -91,7 +91,7 @@ with DAG(
     validate = pod_job_task(corpus_plan.validate_job(SETTINGS, CORPUS_NAME), task_id="validate")
     parse >> validate
 
-    @task(task_id="check_verdict")
+    @task(task_id="check_verdict", multiple_outputs=True)
     def check_verdict(result: dict) -> dict:
         """A rejected snapshot fails the run with the report's message (a verdict: no retry)."""
         from airflow.sdk.exceptions import AirflowFailException

@@ -128,7 +128,7 @@ with DAG(
                                            **pool_kwargs(load_hardware_class(hw_name, SETTINGS.hardware_configs_dir)))
         qualify_outputs.append(qualify_task.output)
 
-    @task(task_id="gate", trigger_rule="none_failed")
+    @task(task_id="gate", trigger_rule="none_failed", multiple_outputs=True)
     def gate(stage_result: dict, *qualify_results: list, params: dict | None = None) -> dict:
         """The qualify gate over every class's eval results (fails the run with the reasons)."""
         from airflow.sdk import BaseHook
@@ -202,7 +202,7 @@ with DAG(
     last_result = check_canary.override(task_id="check_canary_last_step")(stage.output, canary_last.output)
     needs_approval(canary_result) >> approve_last_step >> planned_last
 
-    @task(task_id="promote", trigger_rule="none_failed_min_one_success")
+    @task(task_id="promote", trigger_rule="none_failed_min_one_success", multiple_outputs=True)
     def promote(verdict: dict, canary: dict | None, canary_last: dict | None, run_id: str | None = None) -> dict:
         """champion -> candidate, previous -> old champion, current.json with history.
 
@@ -222,7 +222,7 @@ with DAG(
 
     promoted = promote(verdict, canary_result, last_result)
 
-    @task(task_id="restore_routing")
+    @task(task_id="restore_routing", multiple_outputs=True)
     def restore_routing(params: dict | None = None) -> dict:
         """All traffic back to the champion once the canary is over, whatever happened to it
         (failed, rejected, killed or promoted)."""

@@ -38,7 +38,7 @@ with DAG(
     },
 ) as dag:
 
-    @task(task_id="rollback")
+    @task(task_id="rollback", multiple_outputs=True)
     def rollback(params: dict | None = None, run_id: str | None = None) -> dict:
         """Aliases back one step, then routing to the restored champion (idempotent per run: a
         retry after success moves nothing twice)."""

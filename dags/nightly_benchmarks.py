@@ -69,7 +69,7 @@ with DAG(
     },
 ) as dag:
 
-    @task(task_id="plan", **LOW_PRIORITY)
+    @task(task_id="plan", multiple_outputs=True, **LOW_PRIORITY)
     def plan_benchmarks(params: dict | None = None, dag_run=None, triggering_asset_events=None) -> dict:
         """The pod jobs of this run, by pool group; asset-triggered runs take only the changed classes."""
         from airflow.sdk import BaseHook
@@ -101,7 +101,7 @@ with DAG(
                                     pool=pool, pool_slots=slots, max_active_tis_per_dagrun=1, **LOW_PRIORITY)
         bench_outputs.append(bench.output)
 
-    @task(task_id="record_and_judge", trigger_rule="all_done", **LOW_PRIORITY)
+    @task(task_id="record_and_judge", trigger_rule="all_done", multiple_outputs=True, **LOW_PRIORITY)
     def record_and_judge(planned: dict, *results: list, run_id: str | None = None, dag_run=None) -> dict:
         """Every workload run into MLflow, judged against its class's rolling baseline; the summary logged."""
         from airflow.sdk import BaseHook
@@ -115,7 +115,7 @@ with DAG(
 
     report = record_and_judge(planned, *bench_outputs)
 
-    @task(task_id="check", trigger_rule="all_done")
+    @task(task_id="check", trigger_rule="all_done", multiple_outputs=True)
     def check(report: dict | None) -> dict:
         """Fail the run, naming every regressed or failed class, once all results are recorded (no retry: a verdict)."""
         from airflow.sdk.exceptions import AirflowFailException

@@ -59,7 +59,7 @@ with DAG(
         **pool_kwargs(HARDWARE),
     )
 
-    @task(task_id="verify_mlflow_run")
+    @task(task_id="verify_mlflow_run", multiple_outputs=True)
     def verify_mlflow_run(result: dict) -> dict:
         """Read the eval run back from MLflow: it must exist and hold the per-category metrics."""
         from llmops.evals.smoke_check import verify_eval_run

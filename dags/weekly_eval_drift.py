@@ -109,7 +109,7 @@ with DAG(
 
     report = mapped_pod_job_task(task_id="report", pod_jobs=plan_report(evaluate.output, check_evalsets.output))
 
-    @task(task_id="check_drift")
+    @task(task_id="check_drift", multiple_outputs=True)
     def check_drift(results: list) -> dict:
         """Fails the run (a verdict: no retry) when the written report flagged drift."""
         from airflow.sdk.exceptions import AirflowFailException
