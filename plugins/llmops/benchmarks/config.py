@@ -1,7 +1,5 @@
-"""Configuration of the benchmark pipeline: environment variables with embedded defaults.
-
-Kept beside :mod:`llmops.config.settings` (which holds what every pipeline shares: launcher, images,
-endpoints) and read the same way: cheap, no Airflow or network, safe at DAG parse time.
+"""Configuration of the benchmark pipeline, resolved from the variables that
+:mod:`llmops.config.settings` declares (cheap, no Airflow or network, safe at DAG parse time).
 
 =====================================  ===========================================================
 ``LLMOPS_BENCHMARK_HARDWARE_CLASSES``  classes benchmarked every night (comma-separated; default:
@@ -20,11 +18,11 @@ endpoints) and read the same way: cheap, no Airflow or network, safe at DAG pars
 
 from __future__ import annotations
 
-import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmops.config.settings import PROJECT_ROOT, SettingsError
+from llmops.config.settings import PROJECT_ROOT, SettingsError, comma_list, env
 
 
 @dataclass(frozen=True)
@@ -40,15 +38,16 @@ class BenchmarkSettings:
     watch_cron: str
 
 
-def load(environ: dict[str, str] | None = None) -> BenchmarkSettings:
+def load(environ: Mapping[str, str] | None = None) -> BenchmarkSettings:
     """Read the benchmark settings from ``environ`` (default: the process environment)."""
-    env = os.environ if environ is None else environ
-    classes = tuple(c.strip() for c in env.get("LLMOPS_BENCHMARK_HARDWARE_CLASSES",
-                                               env.get("LLMOPS_DEFAULT_HARDWARE_CLASS", "cpu")).split(",")
-                    if c.strip())
+    def get(name: str) -> str:
+        return env(name, environ) or ""
+
+    classes = comma_list(env("LLMOPS_BENCHMARK_HARDWARE_CLASSES", environ, use_default=False)
+                         or get("LLMOPS_DEFAULT_HARDWARE_CLASS"))
     if not classes:
         raise SettingsError("LLMOPS_BENCHMARK_HARDWARE_CLASSES is empty: name at least one hardware class")
-    timezone = env.get("LLMOPS_BENCHMARK_TIMEZONE", "UTC")
+    timezone = get("LLMOPS_BENCHMARK_TIMEZONE")
     try:
         from zoneinfo import ZoneInfo
 
@@ -58,10 +57,10 @@ def load(environ: dict[str, str] | None = None) -> BenchmarkSettings:
                             f"(e.g. Europe/Berlin): {exc}") from None
     return BenchmarkSettings(
         hardware_classes=classes,
-        default_model=env.get("LLMOPS_BENCHMARK_DEFAULT_MODEL", "tiny-chat/good"),
-        model=env.get("LLMOPS_BENCHMARK_MODEL", "tiny-chat"),
-        cron=env.get("LLMOPS_BENCHMARK_CRON", "0 2 * * *"),
+        default_model=get("LLMOPS_BENCHMARK_DEFAULT_MODEL"),
+        model=get("LLMOPS_BENCHMARK_MODEL"),
+        cron=get("LLMOPS_BENCHMARK_CRON"),
         timezone=timezone,
-        matrices_dir=Path(env.get("LLMOPS_BENCHMARK_MATRICES_DIR", PROJECT_ROOT / "include" / "benchmarks")),
-        watch_cron=env.get("LLMOPS_BENCHMARK_WATCH_CRON", "*/15 * * * *"),
+        matrices_dir=Path(get("LLMOPS_BENCHMARK_MATRICES_DIR") or PROJECT_ROOT / "include" / "benchmarks"),
+        watch_cron=get("LLMOPS_BENCHMARK_WATCH_CRON"),
     )

@@ -36,7 +36,6 @@ from llmops.serving.vllm import (
 CODE_MOUNT = "/opt/llmops"
 BENCH_RESULT_DIR = f"{SCRATCH_MOUNT}/bench"
 PIPELINE_LABEL = "llmops.io/pipeline"
-ROLES = ("champion", "challenger", "default")
 # Wall time budget per workload on top of the server's start-up (a GPU workload of 500-2000
 # prompts takes a few minutes; the CPU matrix seconds).
 GPU_WORKLOAD_BUDGET_S = 900

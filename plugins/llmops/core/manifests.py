@@ -31,7 +31,7 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any
 
-from llmops.core.podjob import is_pinned_by_digest
+from llmops.config.images import is_pinned_by_digest
 
 MANIFEST_NAME = "manifest.json"
 """File name of the weight-drop manifest at the root of a drop prefix."""

@@ -25,6 +25,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from llmops.config.images import image_repository, is_pinned_by_digest  # noqa: F401  TEMP re-export
+
 XCOM_DIR = "/airflow/xcom"
 """Where a job writes ``return.json``; fixed by the KubernetesPodOperator's xcom sidecar."""
 
@@ -32,7 +34,6 @@ VolumeKind = Literal["model_cache", "shm", "scratch"]
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 
 
 class PodJobError(ValueError):
@@ -205,20 +206,6 @@ class PodJob:
             raise PodJobError(f"pod job {self.name!r}: {XCOM_DIR} is reserved for the result volume")
         if self.timeout_s <= 0:
             raise PodJobError(f"pod job {self.name!r}: timeout_s must be positive")
-
-
-def is_pinned_by_digest(image: str) -> bool:
-    """True when ``image`` names an exact content digest (``repo@sha256:<64 hex>``)."""
-    return bool(_DIGEST.search(image))
-
-
-def image_repository(image: str) -> str:
-    """``registry/repo`` of an image reference, without tag or digest."""
-    name = image.split("@", 1)[0]
-    last = name.rsplit("/", 1)[-1]
-    if ":" in last:
-        name = name[: len(name) - len(last)] + last.split(":", 1)[0]
-    return name
 
 
 def _container_from_dict(data: dict[str, Any]) -> Container:

@@ -59,10 +59,6 @@ class ParserConfig:
     chunking: ChunkRules
     path: str = ""
 
-    def type_for(self, fmt: str, section: str, key: str) -> str | None:
-        """The content type the ``fmt`` parser gives to structural element ``key`` of ``section``."""
-        return self.formats.get(fmt, {}).get(section, {}).get(key)
-
     def emitted_types(self) -> set[str]:
         """Every content type this configuration can emit."""
         found: set[str] = set()

@@ -9,7 +9,6 @@ truncated PDF that no parser can read: it must end in the rejected list with its
 from __future__ import annotations
 
 import io
-from pathlib import Path
 from typing import Any
 
 HTML = """<!doctype html><html><head><title>Serving guide</title></head><body>
@@ -95,18 +94,6 @@ def fixture_documents() -> dict[str, bytes]:
         "runbooks/rollback.docx": docx_bytes(),
         "papers/broken.pdf": broken_pdf_bytes(),
     }
-
-
-def write_fixture(folder: str | Path) -> list[Path]:
-    """Write the fixture documents under ``folder``; return their paths."""
-    root = Path(folder)
-    paths = []
-    for relative, data in fixture_documents().items():
-        path = root / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        paths.append(path)
-    return paths
 
 
 def upload_fixture(s3: Any, bucket: str, prefix: str) -> list[str]:

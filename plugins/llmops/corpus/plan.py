@@ -60,15 +60,13 @@ def publish_job(settings: Settings, corpus: str) -> PodJob:
     """Copy to the content-addressed snapshot, embed, index, swap the live pointer."""
     return _job(settings, "corpus-publish", "corpus_publish", [
         "--bucket", BUCKET_TEMPLATE, "--corpus", corpus, "--run-id", "{{ run_id }}",
-        "--force", "{{ params.force | lower }}", "--vector-store", settings_vector_store(),
+        "--force", "{{ params.force | lower }}", "--vector-store", vector_store(settings),
         "--experiment", EXPERIMENT], cpu="2", memory="4Gi")
 
 
-def settings_vector_store() -> str:
+def vector_store(settings: Settings) -> str:
     """``local`` (embedded default) or ``qdrant`` (``LLMOPS_CORPUS_VECTOR_STORE``)."""
-    import os
-
-    store = os.environ.get("LLMOPS_CORPUS_VECTOR_STORE", "local")
+    store = settings.corpus_vector_store
     if store not in ("local", "qdrant"):
         raise ValueError(f"LLMOPS_CORPUS_VECTOR_STORE={store!r}: use 'local' or 'qdrant'")
     return store

@@ -46,7 +46,6 @@ STABLE = "stable"
 INCONCLUSIVE = "inconclusive"
 CHANGED = "changed"
 NO_REFERENCE = "no_reference"
-VERDICTS = (DRIFT, STABLE, INCONCLUSIVE, CHANGED, NO_REFERENCE)
 
 FAIL_ON = ("regression", "any")
 

@@ -22,7 +22,6 @@ from llmops.drift.series import iso_week
 from llmops.evals.eval_job import evaluation_pod_job
 from llmops.io import registry
 
-ALIASES = (registry.CHAMPION, registry.PREVIOUS)
 EVALSETS_DIR = "include/evalsets"
 
 
@@ -52,7 +51,7 @@ def _slug(text: str) -> str:
 
 def targets(reg: registry.ModelRegistry, model: str, tracking_uri: str) -> list[dict[str, str]]:
     """``champion`` (required) and ``previous`` (when it exists and differs) as eval targets."""
-    from llmops.refresh.plan import champion_target
+    from llmops.serving.weights import champion_target
 
     champion = champion_target(reg, model)
     if champion is None:

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import signal
 import sys
@@ -36,7 +35,7 @@ def build_platform() -> EmbeddedPlatform:
 def up(platform: EmbeddedPlatform, with_airflow: bool = True) -> None:
     """Start the services in order; restore the S3 data a previous ``down`` saved."""
     platform.write_local_secrets()
-    os.environ.update(platform.s3_env())
+    settings_mod.export(platform.s3_env())
     s3_service, *others = platform.services(with_airflow=with_airflow)
     started = s3_service.start()
     s3 = s3io.client(endpoint_url=platform.endpoints.s3_url)
@@ -64,7 +63,7 @@ def down(platform: EmbeddedPlatform) -> None:
     services = platform.services()
     s3_service = services[0]
     if s3_service.pid() is not None and s3_service.healthy():
-        os.environ.update(platform.s3_env())
+        settings_mod.export(platform.s3_env())
         saved = s3state.save(s3io.client(endpoint_url=platform.endpoints.s3_url), platform.data_dir / "s3")
         print(f"s3: saved {saved} objects to {platform.data_dir / 's3'}")
     for service in reversed(services):

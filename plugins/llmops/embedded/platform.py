@@ -24,6 +24,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from llmops.config import settings
 from llmops.config.settings import PROJECT_ROOT
 from llmops.embedded.airflow_settings import AirflowSettingsFile
 from llmops.embedded.services import Service
@@ -61,10 +62,17 @@ class Endpoints:
     def from_env(cls) -> Endpoints:
         """Ports from ``LLMOPS_S3_PORT``, ``LLMOPS_MLFLOW_PORT``, ``LLMOPS_AIRFLOW_PORT``."""
         return cls(
-            s3_port=int(os.environ.get("LLMOPS_S3_PORT", 9000)),
-            mlflow_port=int(os.environ.get("LLMOPS_MLFLOW_PORT", 5000)),
-            airflow_port=int(os.environ.get("LLMOPS_AIRFLOW_PORT", 8080)),
+            s3_port=_port("LLMOPS_S3_PORT"),
+            mlflow_port=_port("LLMOPS_MLFLOW_PORT"),
+            airflow_port=_port("LLMOPS_AIRFLOW_PORT"),
         )
+
+
+def _port(name: str) -> int:
+    value = settings.env(name)
+    if not (value or "").isdigit() or not 0 < int(value) < 65536:
+        raise settings.SettingsError(f"{name}={value!r} is not a TCP port; fix: set a number from 1 to 65535")
+    return int(value)
 
 
 class EmbeddedPlatform:
@@ -131,11 +139,11 @@ class EmbeddedPlatform:
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.endpoints.airflow_url}/execution/",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
             "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT / "plugins"),
-                                                         os.environ.get("PYTHONPATH", "")])),
+                                                         settings.env("PYTHONPATH") or ""])),
             "LLMOPS_DATA_DIR": str(self.data_dir),
             "LLMOPS_LAUNCHER": "local",
             # Short canary windows on a laptop; production keeps minutes (the default, 300 s).
-            "LLMOPS_CANARY_WINDOW_S": os.environ.get("LLMOPS_CANARY_WINDOW_S", "30"),
+            "LLMOPS_CANARY_WINDOW_S": settings.env("LLMOPS_CANARY_WINDOW_S", use_default=False) or "30",
             "MLFLOW_TRACKING_URI": self.endpoints.mlflow_url,
             **self.local_images(),
             **self.s3_env(),
@@ -183,7 +191,7 @@ class EmbeddedPlatform:
             port=self.endpoints.airflow_port,
             health_url=f"{self.endpoints.airflow_url}/api/v2/monitor/health",
             run_dir=self.run_dir,
-            env={**self.airflow_env(), "PATH": f"{self.venv_bin}{os.pathsep}{os.environ.get('PATH', '')}"},
+            env={**self.airflow_env(), "PATH": f"{self.venv_bin}{os.pathsep}{settings.env('PATH') or ''}"},
             start_timeout_s=240,
         )
 

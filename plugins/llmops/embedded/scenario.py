@@ -13,13 +13,13 @@ It prints where to look in the Airflow UI and the MLflow UI.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from llmops.config import settings as settings_mod
 from llmops.config.settings import PROJECT_ROOT
 from llmops.embedded.airflow_api import AirflowApi
 from llmops.embedded.platform import EmbeddedPlatform
@@ -49,7 +49,7 @@ def publish(checkpoint: Path, model: str, revision: str, vllm_image: str, work_d
             extra_env: dict[str, str] | None = None) -> dict:
     """Publish ``checkpoint`` as a weight drop (what a training pipeline would do); return its result."""
     xcom_dir = work_dir / f"publish-{model}-{revision}"
-    env = {**os.environ, **(extra_env or {}), "PYTHONPATH": str(PROJECT_ROOT / "plugins"),
+    env = {**settings_mod.process_environ(), **(extra_env or {}), "PYTHONPATH": str(PROJECT_ROOT / "plugins"),
            "LLMOPS_VLLM_IMAGE": vllm_image, "LLMOPS_XCOM_DIR": str(xcom_dir)}
     subprocess.run([sys.executable, "-m", "llmops.jobs.publish_drop", str(checkpoint), "--model", model,
                     "--revision", revision, "--exclude", "maker.json"], check=True, env=env, cwd=PROJECT_ROOT,

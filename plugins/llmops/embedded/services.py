@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from llmops.config import settings
+
 
 class ServiceError(RuntimeError):
     """A service did not start or stop as expected; the message points at its log."""
@@ -80,7 +82,7 @@ class Service:
                 f"the port variable (see README, 'Services')"
             )
         log = self.log_file.open("ab")
-        env = {**os.environ, **self.env}
+        env = {**settings.process_environ(), **self.env}
         proc = subprocess.Popen(
             self.argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,

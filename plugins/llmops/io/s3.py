@@ -52,8 +52,9 @@ def client(*, endpoint_url: str | None = None, region: str | None = None, access
 def client_from_env(max_pool_connections: int = 16) -> Any:
     """The S3 client of a pod job: endpoint ``AWS_ENDPOINT_URL`` (unset or empty: AWS itself), region
     ``AWS_DEFAULT_REGION`` / ``AWS_REGION``; credentials from the pod's env (a Kubernetes Secret)."""
-    pod = settings.pod_env()
-    return client(endpoint_url=pod.aws_endpoint_url, region=pod.aws_region, max_pool_connections=max_pool_connections)
+    return client(endpoint_url=settings.env("AWS_ENDPOINT_URL"),
+                  region=settings.env("AWS_DEFAULT_REGION") or settings.env("AWS_REGION"),
+                  max_pool_connections=max_pool_connections)
 
 
 def client_from_connection(conn_id: str = S3_CONN_ID, max_pool_connections: int = 16) -> Any:

@@ -7,10 +7,16 @@ Metric names are stable so the MLflow UI charts the same series over time:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from llmops.evals.stats import ScoreEstimate
+
+class ScoreEstimate(Protocol):
+    """A score with its interval, as :class:`llmops.evals.stats.ScoreEstimate` has it."""
+
+    mean: float
+    ci_low: float
+    ci_high: float
+    n: int
 
 
 def eval_metrics(scores: Mapping[str, ScoreEstimate], metric: str = "accuracy") -> dict[str, float]:

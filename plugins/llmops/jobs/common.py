@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from llmops.config import settings
 from llmops.core.podjob import XCOM_DIR
 
 RESULT_FILE = "return.json"
@@ -16,7 +16,7 @@ RESULT_FILE = "return.json"
 
 def result_path() -> Path:
     """``/airflow/xcom/return.json`` in a pod; the local launcher maps the folder via ``LLMOPS_XCOM_DIR``."""
-    return Path(os.environ.get("LLMOPS_XCOM_DIR", XCOM_DIR)) / RESULT_FILE
+    return Path(settings.env("LLMOPS_XCOM_DIR") or XCOM_DIR) / RESULT_FILE
 
 
 def write_result(result: dict[str, Any]) -> Path:
@@ -40,6 +40,6 @@ def setup_logging(name: str) -> logging.Logger:
 
 
 def optional_env(name: str) -> str | None:
-    """An env var, treating empty as unset (templated connection fields render empty in production)."""
-    value = os.environ.get(name, "").strip()
-    return value or None
+    """A declared env var (see :mod:`llmops.config.settings`), empty counting as unset: templated
+    connection fields render empty in production."""
+    return settings.env(name)

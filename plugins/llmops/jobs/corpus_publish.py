@@ -14,15 +14,14 @@ counts, pointer_uri, previous_snapshot_id, index}``.
 from __future__ import annotations
 
 import argparse
-import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from llmops.corpus import ingest
 from llmops.corpus.embedding import load_embedder
-from llmops.corpus.vectorstore import LocalVectorIndex, QdrantVectorStore, urllib_transport
+from llmops.corpus.vectorstore import LocalVectorIndex, QdrantVectorStore, VectorStore, urllib_transport
 from llmops.io.s3 import client_from_env
-from llmops.jobs.common import setup_logging, write_result
+from llmops.jobs.common import optional_env, setup_logging, write_result
 
 log = setup_logging("llmops.jobs.corpus_publish")
 
@@ -36,19 +35,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--force", default="false", choices=["true", "false"],
                         help="publish (re-embed, swap, emit the asset) even when the live snapshot is the same")
     parser.add_argument("--vector-store", default="local", choices=["local", "qdrant"])
-    parser.add_argument("--qdrant-url", default=os.environ.get("LLMOPS_QDRANT_URL", ""))
+    parser.add_argument("--qdrant-url", default=optional_env("LLMOPS_QDRANT_URL") or "")
     parser.add_argument("--experiment", default="llmops-corpus")
     parser.add_argument("--scratch", default=None)
     return parser.parse_args(argv)
 
 
-def store_factory(args: argparse.Namespace) -> Any:
+def store_factory(args: argparse.Namespace) -> Callable[[str, int, Path], VectorStore]:
     """Build the configured vector store for a snapshot."""
-    def build(snapshot_id: str, dim: int, folder: Path) -> Any:
+    def build(snapshot_id: str, dim: int, folder: Path) -> VectorStore:
         if args.vector_store == "qdrant":
             if not args.qdrant_url:
                 raise SystemExit("--vector-store qdrant needs --qdrant-url (or LLMOPS_QDRANT_URL)")
-            transport = urllib_transport(args.qdrant_url, os.environ.get("LLMOPS_QDRANT_API_KEY") or None)
+            transport = urllib_transport(args.qdrant_url, optional_env("LLMOPS_QDRANT_API_KEY"))
             return QdrantVectorStore(transport, corpus=args.corpus, snapshot_id=snapshot_id, dim=dim)
         return LocalVectorIndex(folder, dim)
 

@@ -17,8 +17,8 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
+from llmops.config.images import is_pinned_by_digest
 from llmops.core.manifests import ManifestError
-from llmops.core.podjob import is_pinned_by_digest
 from llmops.io.s3 import client_from_env
 from llmops.jobs.common import optional_env, setup_logging, write_result
 from llmops.refresh.publish import Faults, PublishError, publish_drop

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from llmops.config.images import image_repository
 from llmops.config.settings import DEFAULT_VLLM_IMAGE, SettingsError
 from llmops.config.settings import load as load_settings
 from llmops.core.hardware import HardwareConfigError, load_hardware_class
@@ -44,7 +45,6 @@ from llmops.core.manifests import (
     chat_template_hash,
     tokenizer_hash,
 )
-from llmops.core.podjob import image_repository
 from llmops.io import tracking
 from llmops.io.registry import CHALLENGER, CHAMPION, PIN_PREFIX, ModelRegistry, RegisteredVersion
 from llmops.io.s3 import StorageError, client_from_env, parse_s3_uri, read_json, s3_uri, write_json

@@ -41,8 +41,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llmops.config import settings as settings_mod
+from llmops.config.images import image_repository
 from llmops.config.settings import PROJECT_ROOT, Settings
-from llmops.core.podjob import XCOM_DIR, Container, PodJob, PodJobError, expand_env_refs, image_repository
+from llmops.core.podjob import XCOM_DIR, Container, PodJob, PodJobError, expand_env_refs
 
 RESULT_FILE = "return.json"
 SIDECAR_STOP_GRACE_S = 10.0
@@ -223,8 +225,8 @@ class LocalPodRunner:
         # A container sees only what its spec gives it, plus what an image provides
         # (PATH, HOME) and the mapping of this launcher (result folder, package path).
         env: dict[str, str] = {
-            "PATH": f"{runtime}{os.pathsep}{os.environ.get('PATH', os.defpath)}",
-            "HOME": os.environ.get("HOME", str(workdir)),
+            "PATH": f"{runtime}{os.pathsep}{settings_mod.env('PATH') or os.defpath}",
+            "HOME": settings_mod.env("HOME") or str(workdir),
             "LANG": "C.UTF-8",
             "TMPDIR": str(tmp),
             "PYTHONUNBUFFERED": "1",

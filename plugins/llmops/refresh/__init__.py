@@ -1,0 +1,10 @@
+"""The model refresh pipeline (``weight_drop_watcher``, ``model_refresh``, ``model_rollback``).
+
+* :mod:`.publish`: publish a checkpoint as a weight drop (what a training pipeline does).
+* :mod:`.drop_watch`, :mod:`.drop_sensor`: find unclaimed drops; the deferrable sensor.
+* :mod:`.staging`: quarantine and content-addressed staging in S3.
+* :mod:`.lease`: one refresh run per model (S3 conditional writes).
+* :mod:`.plan`: the pod jobs (receive, stage, qualify, canary).
+* :mod:`.qualify`: the gate around :mod:`llmops.evals.gate`, and the canary's verdict.
+* :mod:`.actions`: promote and roll back (aliases, ``current.json``, serving route).
+"""

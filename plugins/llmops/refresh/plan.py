@@ -16,7 +16,7 @@ from llmops.core.job_container import jobs_container
 from llmops.core.podjob import PodJob, Resources
 from llmops.evals.eval_job import evaluation_pod_job
 from llmops.io import registry
-from llmops.serving.weights import S3_ENDPOINT_TEMPLATE, fetch_container, model_dir, with_s3_secrets
+from llmops.serving.weights import S3_ENDPOINT_TEMPLATE, champion_target, fetch_container, model_dir, with_s3_secrets
 
 EXPERIMENT = "llmops-refresh"
 
@@ -179,12 +179,3 @@ def canary_spec(settings: Settings, *, weights: list[int], window_s: int, failur
         "min_requests": 10 if window_s < 60 else 50,
     })
     return spec.to_dict()
-
-
-def champion_target(reg: registry.ModelRegistry, model: str) -> dict[str, str] | None:
-    """The current champion as a qualification target, or None for a first model."""
-    champion = reg.by_alias(model, registry.CHAMPION)
-    if champion is None:
-        return None
-    return {"role": "champion", "version": champion.version, "weights_uri": champion.source,
-            "weight_digest": champion.tags[registry.WEIGHT_DIGEST_TAG]}

@@ -164,10 +164,6 @@ class StagingResult:
     bytes_copied: int
     seconds: float
 
-    @property
-    def marker_uri(self) -> str:
-        """The ``_staged.json`` marker of this staging."""
-        return self.uri + STAGED_MARKER
 
 
 def stage_drop(s3: Any, manifest: WeightDropManifest, drops_bucket: str, models_bucket: str, *,

@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from llmops.config import settings
+
 BACKEND_HEADER = "X-Llmops-Backend"
 """Response header naming the backend (``stable`` or ``canary``) that answered a request."""
 
@@ -205,7 +207,7 @@ def parse_weights(text: str) -> tuple[int, int, int]:
 
 def find_nginx(nginx_bin: str | None = None) -> str:
     """The nginx binary: the argument, ``$LLMOPS_NGINX_BIN``, ``nginx`` on PATH or /usr/sbin/nginx."""
-    candidates = [nginx_bin, os.environ.get(NGINX_BIN_ENV), shutil.which("nginx"), DEFAULT_NGINX_BIN]
+    candidates = [nginx_bin, settings.env(NGINX_BIN_ENV), shutil.which("nginx"), DEFAULT_NGINX_BIN]
     for candidate in candidates:
         if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
             return candidate

@@ -8,6 +8,7 @@ from dataclasses import replace
 
 from llmops.config.settings import Settings
 from llmops.core.podjob import Container, SecretEnv
+from llmops.io import registry
 
 S3_SECRET = "llmops-s3"
 
@@ -44,3 +45,12 @@ def fetch_container(settings: Settings, target: dict[str, str], model: str, s3_e
               "--weight-digest", target["weight_digest"], "--full-verify"),
         env={"AWS_ENDPOINT_URL": s3_endpoint or ""}, secret_env=s3_secret_env(),
     )
+
+
+def champion_target(reg: registry.ModelRegistry, model: str) -> dict[str, str] | None:
+    """The current champion as a qualification target, or None for a first model."""
+    champion = reg.by_alias(model, registry.CHAMPION)
+    if champion is None:
+        return None
+    return {"role": "champion", "version": champion.version, "weights_uri": champion.source,
+            "weight_digest": champion.tags[registry.WEIGHT_DIGEST_TAG]}
