@@ -9,16 +9,8 @@ from typing import Any
 
 import pytest
 
-from llmops.core.manifests import (
-    DeploymentManifest,
-    ManifestError,
-    ManifestFile,
-    chat_template_hash,
-    parse_drop_manifest,
-    path_problem,
-    tokenizer_hash,
-    weight_digest,
-)
+from llmops.core.deployment import DeploymentManifest, chat_template_hash, tokenizer_hash
+from llmops.core.manifests import ManifestError, ManifestFile, parse_drop_manifest, path_problem, weight_digest
 
 URI = "s3://llmops-drops/tiny-chat/r1/manifest.json"
 IMAGE = "docker.io/vllm/vllm-openai@sha256:" + "a" * 64

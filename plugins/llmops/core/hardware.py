@@ -33,6 +33,15 @@ MODEL_DTYPES: tuple[str, ...] = get_args(ModelDtype)
 
 CONFIG_SUFFIX = ".yaml"
 
+MIN_SHARED_CPU_ROUNDS = 3
+"""Fewest latency rounds a shared-CPU class may declare: the median of 1 or 2 is not robust."""
+MAX_LATENCY_ROUNDS = 15
+"""Most latency rounds a class may declare (each round streams the eval's latency requests again)."""
+
+# Fields added after deployments were pinned: left out of config_hash while at their default, so
+# adding them did not change the hash (and the pins) of a class that does not use them.
+_HASH_OMITTED_DEFAULTS: dict[str, dict[str, Any]] = {"slo": {"shared_cpu": False, "latency_rounds": 1}}
+
 # Flags that vllm_serve_args() sets from a knob (or from the caller): repeating one in
 # extra_args would make the last occurrence win silently and hide the knob's value.
 _MANAGED_FLAGS = {
@@ -146,6 +155,18 @@ class SloSpec(_Strict):
         description="largest allowed p99 regression against the champion on this class (0.10 = 10%); "
                     "null: no relative check (only the SLO) on a class whose run-to-run noise is larger",
     )
+    shared_cpu: bool = Field(
+        default=False,
+        description="true or false: whether the server shares its CPU cores with other processes (the "
+                    "embedded default: Airflow, MLflow and the eval client on 2 cores); a shared-CPU class "
+                    "is judged on the median of latency_rounds measurements instead of a single one",
+    )
+    latency_rounds: int = Field(
+        default=1, ge=1, le=MAX_LATENCY_ROUNDS,
+        description=f"how many rounds the qualify eval measures p99 latency in: 1 (a single measurement) "
+                    f"on a dedicated class, {MIN_SHARED_CPU_ROUNDS} to {MAX_LATENCY_ROUNDS} (odd, e.g. 5) "
+                    "with shared_cpu: true; the gate judges the median of the rounds' p99s",
+    )
 
 
 class PoolSpec(_Strict):
@@ -169,7 +190,8 @@ class HardwareClass(_Strict):
     vllm: VllmSpec = Field(description="the vLLM knobs: tensor_parallel_size, gpu_memory_utilization, "
                                         "max_num_seqs, kv_cache_dtype, max_model_len, dtype, extra_args, env")
     resources: ResourcesSpec = Field(description="a mapping with cpu, memory, shm_size")
-    slo: SloSpec = Field(description="a mapping with ttft_p99_ms, tpot_p99_ms")
+    slo: SloSpec = Field(description="a mapping with ttft_p99_ms, tpot_p99_ms, max_regression, shared_cpu, "
+                                     "latency_rounds")
     pool: PoolSpec = Field(description="a mapping with the Airflow pool's name and slots")
 
     @property
@@ -183,10 +205,16 @@ class HardwareClass(_Strict):
 
         Canonical: the validated values as sorted, compact JSON, so YAML formatting, key order
         and comments do not change it. ``description`` is left out on purpose: rewording prose
-        must not make a pinned deployment look different.
+        must not make a pinned deployment look different. Fields added later
+        (``slo.shared_cpu``, ``slo.latency_rounds``) count only when set off their default, so a
+        class that does not use them kept its hash.
         """
-        canonical = json.dumps(self.model_dump(mode="json", exclude={"description"}),
-                               sort_keys=True, separators=(",", ":"))
+        data = self.model_dump(mode="json", exclude={"description"})
+        for section, defaults in _HASH_OMITTED_DEFAULTS.items():
+            for key, default in defaults.items():
+                if data[section].get(key) == default:
+                    del data[section][key]
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     def vllm_serve_args(self, model_path: str, served_model_name: str,
@@ -275,6 +303,7 @@ _TYPE_FIXES = {
     "list_type": "write a YAML list",
     "dict_type": "write a YAML mapping",
     "model_type": "write a YAML mapping",
+    "bool_type": "write true or false without quotes",
 }
 
 
@@ -387,7 +416,26 @@ def _consistency_problems(hw: HardwareClass, path: Path) -> list[tuple[str, str,
         problems.append(("resources.shm_size",
                          f"{hw.resources.shm_size} is more than resources.memory ({hw.resources.memory})",
                          "lower shm_size or raise memory: /dev/shm is charged to the memory limit"))
+    problems += _latency_round_problems(hw)
     if hw.pool.slots < hw.pool_slots:
         problems.append(("pool.slots", f"{hw.pool.slots} slots but one task takes {hw.pool_slots} (gpu.count)",
                          f"set pool.slots to at least {hw.pool_slots}, or the task can never run"))
     return problems
+
+
+def _latency_round_problems(hw: HardwareClass) -> list[tuple[str, str, str]]:
+    """``slo.shared_cpu`` and ``slo.latency_rounds`` must agree (see :class:`SloSpec`)."""
+    slo = hw.slo
+    if slo.shared_cpu and hw.gpu.count > 0:
+        # A GPU class's latency is judged on one measurement; the rounds are for shared CPU cores.
+        return [("slo.shared_cpu", f"true on a GPU class (gpu.count {hw.gpu.count})",
+                 "remove shared_cpu and latency_rounds: a GPU class is judged on a single measurement")]
+    if slo.shared_cpu and slo.latency_rounds < MIN_SHARED_CPU_ROUNDS:
+        return [("slo.latency_rounds", f"{slo.latency_rounds} on a shared-CPU class (slo.shared_cpu: true)",
+                 f"set latency_rounds to {MIN_SHARED_CPU_ROUNDS} or more (odd, e.g. 5): the median of 1 or 2 "
+                 "rounds is not robust to one noisy round")]
+    if not slo.shared_cpu and slo.latency_rounds != 1:
+        return [("slo.latency_rounds", f"{slo.latency_rounds} but slo.shared_cpu is false",
+                 "set `shared_cpu: true` when the class shares its CPU cores, or remove latency_rounds "
+                 "(a dedicated class is judged on a single measurement)")]
+    return []

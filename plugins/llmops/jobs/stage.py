@@ -36,15 +36,9 @@ from typing import Any
 from llmops.config.images import image_repository
 from llmops.config.settings import DEFAULT_VLLM_IMAGE, SettingsError
 from llmops.config.settings import load as load_settings
+from llmops.core.deployment import TOKENIZER_FILES, DeploymentManifest, chat_template_hash, tokenizer_hash
 from llmops.core.hardware import HardwareConfigError, load_hardware_class
-from llmops.core.manifests import (
-    TOKENIZER_FILES,
-    DeploymentManifest,
-    ManifestError,
-    WeightDropManifest,
-    chat_template_hash,
-    tokenizer_hash,
-)
+from llmops.core.manifests import ManifestError, WeightDropManifest
 from llmops.io import tracking
 from llmops.io.registry import CHALLENGER, CHAMPION, PIN_PREFIX, ModelRegistry, RegisteredVersion
 from llmops.io.s3 import StorageError, client_from_env, parse_s3_uri, read_json, s3_uri, write_json
