@@ -16,10 +16,12 @@ from llmops.evals.gate import (
     GateVerdict,
     ItemScore,
     LatencyMeasurement,
+    LatencyRound,
     ModelScores,
     check_comparable,
     eval_gate,
     formatting_flags,
+    latency_estimate,
     latency_gate,
     qualify,
 )
@@ -338,7 +340,8 @@ def test_relative_latency_regression_fails_and_boundary_passes() -> None:
     assert all(r.passed for r in at_limit)  # exactly 10% worse is allowed
     worse = latency_gate(LatencyMeasurement("h100x1", 200.0, 22.2), GOOD_LATENCY, SLO)
     assert worse[0].passed and not worse[1].passed
-    assert "tpot_p99_ms 22.2 ms is 11.0% worse than the champion's 20.0 ms (limit 10%)" in worse[1].reason
+    assert ("tpot_p99_ms 22.2 ms (single measurement) is 11.0% worse than the champion's 20.0 ms (limit 10%)"
+            in worse[1].reason)
 
 
 def test_latency_tolerance_is_configurable() -> None:
@@ -421,3 +424,181 @@ def test_markdown_of_a_first_model() -> None:
     text = gate(model({"arithmetic": [1.0], "json": [1.0]}), None).to_markdown()
     assert text.startswith("## Qualify gate: PASSED")
     assert "first model: absolute minimums" in text and "| >= 0.500 |" in text
+
+
+# --- latency on a shared-CPU class: the median of the rounds ----------------------------------------------------
+
+SHARED = SloSpec(ttft_p99_ms=1000.0, tpot_p99_ms=100.0, max_regression=None, shared_cpu=True, latency_rounds=5)
+SHARED_SCORES = {"arithmetic": [1.0] * 10, "json": [1.0] * 10}
+
+
+def rounds(tpot: list[float], ttft: list[float] | None = None, hardware_class: str = "cpu") -> LatencyMeasurement:
+    ttft = ttft or [200.0] * len(tpot)
+    return LatencyMeasurement.from_rounds(hardware_class, [LatencyRound(a, b) for a, b in zip(ttft, tpot, strict=True)])
+
+
+def test_estimate_names_how_the_class_is_judged() -> None:
+    assert latency_estimate(SLO) == "single measurement"
+    assert latency_estimate(SHARED) == "median of 5 rounds on a shared-CPU class"
+    # A pure caller's SLO with rounds on a dedicated class (the hardware schema refuses it) still says so.
+    assert latency_estimate(SloSpec(ttft_p99_ms=1.0, tpot_p99_ms=1.0, latency_rounds=3)) == "median of 3 rounds"
+
+
+def test_from_rounds_takes_each_metrics_median() -> None:
+    m = rounds([62.0, 109.6, 58.3, 71.2, 66.0], ttft=[40.0, 300.0, 35.0, 50.0, 45.0])
+    assert (m.ttft_p99_ms, m.tpot_p99_ms) == (45.0, 66.0)  # medians per metric, not one round's pair
+    assert m.round_count == 5
+    assert m.round_values("tpot_p99_ms") == (62.0, 109.6, 58.3, 71.2, 66.0)
+
+
+def test_from_rounds_of_an_even_count_averages_the_middle_two() -> None:
+    assert rounds([10.0, 40.0, 20.0, 30.0]).tpot_p99_ms == 25.0
+
+
+def test_from_rounds_accepts_the_eval_jobs_round_dicts() -> None:
+    job_rounds = [{"requests": 32.0, "errors": 0.0, "ttft_p50_ms": 20.0, "ttft_p99_ms": 90.0 + i,
+                   "tpot_p50_ms": 5.0, "tpot_p99_ms": 30.0 + i} for i in range(3)]
+    m = LatencyMeasurement.from_rounds("cpu", job_rounds)
+    assert (m.ttft_p99_ms, m.tpot_p99_ms) == (91.0, 31.0)
+    assert m.rounds[0] == LatencyRound(90.0, 30.0)
+
+
+def test_median_does_not_depend_on_round_order() -> None:
+    values = [62.0, 109.6, 58.3, 71.2, 66.0]
+    orders = (values, list(reversed(values)), sorted(values))
+    assert {rounds(order).tpot_p99_ms for order in orders} == {66.0}
+
+
+def test_a_single_measurement_has_no_rounds() -> None:
+    assert GOOD_LATENCY.rounds == () and GOOD_LATENCY.round_count == 1
+    assert GOOD_LATENCY.round_values("ttft_p99_ms") == ()
+
+
+@pytest.mark.parametrize(("job_rounds", "match"), [
+    ([], "no rounds"),
+    ([{"ttft_p99_ms": 1.0}], r"rounds\[0\]: no tpot_p99_ms"),
+    ([{"ttft_p99_ms": 1.0, "tpot_p99_ms": 1.0}, {"tpot_p99_ms": 1.0}], r"rounds\[1\]: no ttft_p99_ms"),
+    ([{"ttft_p99_ms": 1.0, "tpot_p99_ms": 0.0}], r"LatencyRound\.tpot_p99_ms: 0\.0 is not a positive"),
+    ([{"ttft_p99_ms": float("nan"), "tpot_p99_ms": 1.0}], r"LatencyRound\.ttft_p99_ms: nan"),
+    ([{"ttft_p99_ms": True, "tpot_p99_ms": 1.0}], r"LatencyRound\.ttft_p99_ms: True"),
+])
+def test_bad_rounds_are_refused(job_rounds: list[dict], match: str) -> None:
+    with pytest.raises(GateInputError, match=match):
+        LatencyMeasurement.from_rounds("cpu", job_rounds)
+
+
+def test_a_measurement_whose_values_are_not_its_rounds_median_is_refused() -> None:
+    measured = (LatencyRound(100.0, 10.0), LatencyRound(200.0, 20.0), LatencyRound(300.0, 30.0))
+    with pytest.raises(GateInputError, match=r"ttft_p99_ms: 300\.0 is not the median 200\.0 of its 3 rounds"):
+        LatencyMeasurement("cpu", ttft_p99_ms=300.0, tpot_p99_ms=20.0, rounds=measured)
+    with pytest.raises(GateInputError, match=r"rounds\[0\].*not a LatencyRound"):
+        LatencyMeasurement("cpu", 1.0, 1.0, rounds=({"ttft_p99_ms": 1.0, "tpot_p99_ms": 1.0},))  # type: ignore[arg-type]
+    assert LatencyMeasurement("cpu", 200.0, 20.0, rounds=list(measured)).rounds == measured  # type: ignore[arg-type]
+
+
+def test_one_slow_round_does_not_decide_a_shared_cpu_verdict() -> None:
+    # The reported failure: one TPOT p99 of 109.6 ms among rounds well inside the 100 ms SLO.
+    rows = latency_gate(rounds([62.0, 109.6, 58.3, 71.2, 66.0]), None, SHARED)
+    assert all(r.passed for r in rows)
+    tpot = rows[1]
+    assert tpot.candidate_ms == 66.0 and tpot.estimate == "median of 5 rounds on a shared-CPU class"
+    assert tpot.candidate_rounds_ms == (62.0, 109.6, 58.3, 71.2, 66.0) and tpot.champion_rounds_ms == ()
+    assert tpot.reason == ("latency tpot_p99_ms 66.0 ms (median of 5 rounds on a shared-CPU class: 62.0, 109.6, "
+                           "58.3, 71.2, 66.0 ms; 1 of 5 above the SLO) within the SLO 100.0 ms "
+                           "(no champion measurement)")
+
+
+@pytest.mark.parametrize("outlier", [100.1, 250.0, 1e6])
+def test_two_outliers_of_any_size_cannot_fail_five_rounds(outlier: float) -> None:
+    rows = latency_gate(rounds([outlier, 90.0, outlier, 95.0, 99.0]), None, SHARED)
+    assert rows[1].passed and rows[1].candidate_ms == 99.0  # 90, 95, [99], outlier, outlier
+
+
+def test_a_majority_of_slow_rounds_fails_naming_the_rounds() -> None:
+    rows = latency_gate(rounds([101.0, 90.0, 130.0, 120.0, 95.0]), None, SHARED)
+    assert rows[0].passed and not rows[1].passed
+    assert rows[1].reason == ("latency tpot_p99_ms 101.0 ms (median of 5 rounds on a shared-CPU class: 101.0, 90.0, "
+                              "130.0, 120.0, 95.0 ms; 3 of 5 above the SLO) breaks the SLO 100.0 ms by 1.0 ms")
+
+
+def test_a_median_exactly_at_the_slo_passes() -> None:
+    assert latency_gate(rounds([100.0, 100.0, 100.0, 150.0, 50.0]), None, SHARED)[1].passed
+
+
+def test_rounds_also_judge_ttft() -> None:
+    rows = latency_gate(rounds([10.0] * 5, ttft=[900.0, 1200.0, 1100.0, 1300.0, 100.0]), None, SHARED)
+    assert not rows[0].passed and rows[0].candidate_ms == 1100.0 and rows[1].passed
+
+
+def test_relative_check_compares_medians_when_the_class_has_one() -> None:
+    slo = SloSpec(ttft_p99_ms=1000.0, tpot_p99_ms=100.0, max_regression=0.10, shared_cpu=True, latency_rounds=3)
+    champion = rounds([50.0, 52.0, 90.0])  # median 52
+    within = latency_gate(rounds([57.0, 57.2, 20.0]), champion, slo, tolerance=0.10)  # median 57.0 = 1.096x
+    assert within[1].passed and within[1].ratio == pytest.approx(57.0 / 52.0)
+    assert within[1].champion_ms == 52.0 and within[1].champion_rounds_ms == (50.0, 52.0, 90.0)
+    worse = latency_gate(rounds([58.0, 58.0, 20.0]), champion, slo, tolerance=0.10)  # 1.115x
+    assert not worse[1].passed
+    assert "(median of 3 rounds on a shared-CPU class: 58.0, 58.0, 20.0 ms; 0 of 3 above the SLO) is 11.5% worse " \
+           "than the champion's 52.0 ms" in worse[1].reason
+
+
+@pytest.mark.parametrize(("candidate", "champion", "role", "count"), [
+    (LatencyMeasurement("cpu", 200.0, 60.0), None, "candidate", 1),
+    (None, LatencyMeasurement("cpu", 200.0, 60.0), "champion", 1),
+    (None, "three", "champion", 3),
+])
+def test_rounds_must_match_the_class(candidate: LatencyMeasurement | None, champion: object, role: str,
+                                     count: int) -> None:
+    five = rounds([60.0] * 5)
+    if champion == "three":
+        champion = rounds([60.0] * 3)
+    with pytest.raises(GateInputError, match=rf"{role} latency on 'cpu' was measured in {count} round\(s\), but the "
+                                             r"class declares slo.latency_rounds 5 \(median of 5 rounds on a shared-"
+                                             r"CPU class\); measure it in 5 round\(s\) \(the eval job's "
+                                             r"--latency-rounds\)"):
+        latency_gate(candidate or five, champion, SHARED)  # type: ignore[arg-type]
+
+
+def test_a_gpu_class_refuses_rounds() -> None:
+    with pytest.raises(GateInputError, match=r"candidate latency on 'h100x1' was measured in 3 round\(s\), but the "
+                                             r"class declares slo.latency_rounds 1 \(single measurement\)"):
+        latency_gate(rounds([20.0] * 3, hardware_class="h100x1"), None, SLO)
+
+
+def test_a_gpu_class_is_judged_on_its_single_measurement_as_before() -> None:
+    rows = latency_gate(LatencyMeasurement("h100x1", 210.0, 21.0), GOOD_LATENCY, SLO)
+    assert [r.estimate for r in rows] == ["single measurement"] * 2
+    assert [(r.candidate_ms, r.champion_ms, r.passed) for r in rows] == [(210.0, 200.0, True), (21.0, 20.0, True)]
+    assert all(r.candidate_rounds_ms == () == r.champion_rounds_ms for r in rows)
+    assert rows[0].reason == "latency ttft_p99_ms 210.0 ms (single measurement) within the SLO and 1.050x the champion"
+
+
+def test_shared_cpu_verdict_says_how_latency_was_judged() -> None:
+    verdict = qualify(model(SHARED_SCORES), None, CONFIG, rounds([62.0, 109.6, 58.3, 71.2, 66.0]), None, SHARED)
+    assert verdict.passed and verdict.latency_estimate == "median of 5 rounds on a shared-CPU class"
+    data = json.loads(json.dumps(verdict.to_dict(), allow_nan=False))
+    assert data["latency_estimate"] == "median of 5 rounds on a shared-CPU class"
+    assert data["latency"][1]["estimate"] == "median of 5 rounds on a shared-CPU class"
+    assert data["latency"][1]["candidate_ms"] == 66.0
+    assert data["latency"][1]["candidate_rounds_ms"] == [62.0, 109.6, 58.3, 71.2, 66.0]
+    assert data["latency"][1]["champion_rounds_ms"] == []
+    text = verdict.to_markdown()
+    assert "Latency: median of 5 rounds on a shared-CPU class (each round's p99 in the last column" in text
+    assert "| latency | candidate ms | champion ms | SLO ms | ratio | max ratio | result | rounds ms |" in text
+    assert "| tpot_p99_ms | 66.0 | - | 100.0 | - | 1.100 | pass | 62.0, 109.6, 58.3, 71.2, 66.0 / - |" in text
+
+
+def test_shared_cpu_failure_reason_reaches_the_verdict() -> None:
+    verdict = qualify(model(SHARED_SCORES), None, CONFIG, rounds([101.0, 90.0, 130.0, 120.0, 95.0]), None, SHARED)
+    assert not verdict.passed and verdict.failed_categories == []
+    assert verdict.reasons == (verdict.latency[1].reason,)
+    assert "median of 5 rounds on a shared-CPU class" in verdict.reasons[0]
+
+
+def test_single_measurement_verdict_says_so() -> None:
+    verdict = gate(model(SHARED_SCORES), model(SHARED_SCORES))
+    assert verdict.latency_estimate == "single measurement"
+    assert verdict.to_dict()["latency_estimate"] == "single measurement"
+    text = verdict.to_markdown()
+    assert "Latency: single measurement.\n" in text and "rounds ms" not in text
+    assert "| ttft_p99_ms | 200.0 | 200.0 | 500.0 | 1.0000 | 1.100 | pass |\n" in text

@@ -304,3 +304,88 @@ def test_relative_latency_tolerance_defaults_to_ten_percent_and_is_per_class() -
     assert load_hardware_class("h100x1", configs).slo.max_regression == 0.10
     # The shared-CPU class documents its larger run-to-run noise instead of hiding it in the gate.
     assert load_hardware_class("cpu", configs).slo.max_regression is None
+
+
+# -- latency rounds on a shared-CPU class ------------------------------------------------------------
+
+
+def test_gpu_classes_are_judged_on_a_single_measurement() -> None:
+    for name in GPU_CLASSES:
+        slo = load_hardware_class(name, CONFIGS).slo
+        assert (slo.shared_cpu, slo.latency_rounds) == (False, 1), name
+
+
+def test_shared_cpu_class_with_rounds_loads(tmp_path: Path) -> None:
+    data = _raw("cpu")
+    data["slo"].update(shared_cpu=True, latency_rounds=3)
+    slo = load_file(_write(tmp_path, data)).slo
+    assert (slo.shared_cpu, slo.latency_rounds) == (True, 3)
+
+
+def test_a_dedicated_cpu_class_may_leave_both_fields_out(tmp_path: Path) -> None:
+    data = _raw("cpu")
+    data["slo"].pop("shared_cpu", None)
+    data["slo"].pop("latency_rounds", None)
+    slo = load_file(_write(tmp_path, data)).slo
+    assert (slo.shared_cpu, slo.latency_rounds) == (False, 1)
+
+
+ROUND_ERROR_CASES = {
+    "shared cpu with one round": ("cpu", {"shared_cpu": True, "latency_rounds": 1}, "slo.latency_rounds",
+                                  "set latency_rounds to 3 or more"),
+    "shared cpu with two rounds": ("cpu", {"shared_cpu": True, "latency_rounds": 2}, "slo.latency_rounds",
+                                   "the median of 1 or 2 rounds is not robust"),
+    "shared cpu left at the default round": ("cpu", {"shared_cpu": True, "latency_rounds": None},
+                                             "slo.latency_rounds", "set latency_rounds to 3 or more"),
+    "rounds without shared cpu": ("cpu", {"shared_cpu": False, "latency_rounds": 5}, "slo.latency_rounds",
+                                  "set `shared_cpu: true`"),
+    "rounds with shared cpu left out": ("cpu", {"shared_cpu": None, "latency_rounds": 5}, "slo.latency_rounds",
+                                        "remove latency_rounds"),
+    "shared cpu on a gpu class": ("h100x1", {"shared_cpu": True, "latency_rounds": 5}, "slo.shared_cpu",
+                                  "a GPU class is judged on a single measurement"),
+    "zero rounds": ("cpu", {"latency_rounds": 0}, "slo.latency_rounds", "greater than or equal to 1"),
+    "too many rounds": ("cpu", {"shared_cpu": True, "latency_rounds": 16}, "slo.latency_rounds",
+                        "less than or equal to 15"),
+    "fractional rounds": ("cpu", {"shared_cpu": True, "latency_rounds": 4.5}, "slo.latency_rounds",
+                          "write a whole number"),
+    "quoted rounds": ("cpu", {"shared_cpu": True, "latency_rounds": "5"}, "slo.latency_rounds",
+                      "without quotes"),
+    "quoted shared cpu": ("cpu", {"shared_cpu": "yes", "latency_rounds": 5}, "slo.shared_cpu",
+                          "write true or false without quotes"),
+    "misspelt shared cpu": ("cpu", {"shared_cpus": True}, "slo.shared_cpus", "shared_cpu"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ROUND_ERROR_CASES))
+def test_latency_round_errors_name_file_field_and_fix(tmp_path: Path, case: str) -> None:
+    name, slo, field, fix_fragment = ROUND_ERROR_CASES[case]
+    data = copy.deepcopy(_raw(name))
+    for key, value in slo.items():
+        if value is None:
+            data["slo"].pop(key, None)
+        else:
+            data["slo"][key] = value
+    path = _write(tmp_path, data)
+    with pytest.raises(HardwareConfigError) as info:
+        load_file(path)
+    message = str(info.value)
+    assert str(path) in message and info.value.file == str(path)
+    assert f"{field}:" in message, message
+    assert "fix:" in message and fix_fragment in message, message
+    assert field in [f for f, _, _ in info.value.problems]
+
+
+def test_new_slo_fields_left_at_default_keep_a_class_hash(tmp_path: Path) -> None:
+    # Deployments pinned before the fields existed keep matching their class.
+    before = load_hardware_class("h100x1", CONFIGS).config_hash
+    data = _raw("h100x1")
+    data["slo"].update(shared_cpu=False, latency_rounds=1)
+    assert load_file(_write(tmp_path, data)).config_hash == before
+
+
+def test_shared_cpu_rounds_change_the_hash(tmp_path: Path) -> None:
+    data = _raw("cpu")
+    data["slo"].update(shared_cpu=True, latency_rounds=3)
+    three = load_file(_write(tmp_path, data)).config_hash
+    data["slo"]["latency_rounds"] = 7
+    assert load_file(_write(tmp_path, data)).config_hash != three

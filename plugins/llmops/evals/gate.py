@@ -21,16 +21,22 @@ Decision rules (``EPS`` absorbs float rounding so that a value exactly at a thre
 * **Formatting**: with a champion, the tokenizer (chat-template) is flagged as changed when
   its hash differs from the champion's or either hash is unknown. When either is flagged, the
   formatting category (``GateOptions.formatting_category``) must have scored items and pass.
-* **Latency**, per metric (TTFT p99, TPOT p99): FAILS iff the candidate is above the hardware
-  class SLO, or (with a champion measured on the same class) above
-  ``champion * (1 + latency_tolerance)``.
+* **Latency**, per metric (TTFT p99, TPOT p99): FAILS iff the candidate's estimate is above the
+  hardware class SLO, or (with a champion measured on the same class) above
+  ``champion * (1 + latency_tolerance)``. The estimate is the single measurement on a dedicated
+  class (``slo.latency_rounds`` 1, every GPU class); on a class whose CPU cores are shared
+  (``slo.shared_cpu``) it is the **median of the rounds' p99s**, ``slo.latency_rounds`` rounds
+  measured one after another, so one round slowed by a neighbour does not decide the verdict.
+  Both models must be measured in as many rounds as the class declares, else
+  :class:`GateInputError`. Each row says which estimate it judged.
 * The gate passes iff every category row, every latency row and the formatting check pass.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -68,6 +74,24 @@ class LatencySlo(Protocol):
 
     @property
     def tpot_p99_ms(self) -> float: ...
+
+    @property
+    def shared_cpu(self) -> bool: ...
+
+    @property
+    def latency_rounds(self) -> int: ...
+
+
+LATENCY_METRICS = ("ttft_p99_ms", "tpot_p99_ms")
+SINGLE_MEASUREMENT = "single measurement"
+
+
+def latency_estimate(slo: LatencySlo) -> str:
+    """How the gate estimates a class's latency, in the words of the verdict."""
+    rounds = int(slo.latency_rounds)
+    if rounds <= 1:
+        return SINGLE_MEASUREMENT
+    return f"median of {rounds} rounds" + (" on a shared-CPU class" if slo.shared_cpu else "")
 
 
 @dataclass(frozen=True)
@@ -123,18 +147,68 @@ class ModelScores:
 
 
 @dataclass(frozen=True)
-class LatencyMeasurement:
-    """A benchmark's p99 latencies of one model version on one hardware class."""
+class LatencyRound:
+    """One round's p99 latencies (a shared-CPU class measures several, see the module rules)."""
 
-    hardware_class: str
     ttft_p99_ms: float
     tpot_p99_ms: float
 
     def __post_init__(self) -> None:
-        for name in ("ttft_p99_ms", "tpot_p99_ms"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-                raise GateInputError(f"LatencyMeasurement.{name}: {value!r} is not a positive number of ms")
+        _check_latencies("LatencyRound", self)
+
+
+@dataclass(frozen=True)
+class LatencyMeasurement:
+    """A benchmark's p99 latencies of one model version on one hardware class.
+
+    A single measurement leaves ``rounds`` empty. Measured in rounds (a shared-CPU class),
+    ``rounds`` holds each round's p99s and ``ttft_p99_ms``/``tpot_p99_ms`` are their medians,
+    the robust estimate the gate judges: build it with :meth:`from_rounds`.
+    """
+
+    hardware_class: str
+    ttft_p99_ms: float
+    tpot_p99_ms: float
+    rounds: tuple[LatencyRound, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_latencies("LatencyMeasurement", self)
+        object.__setattr__(self, "rounds", tuple(self.rounds))
+        for i, one in enumerate(self.rounds):
+            if not isinstance(one, LatencyRound):
+                raise GateInputError(f"LatencyMeasurement.rounds[{i}]: {one!r} is not a LatencyRound")
+        for name in LATENCY_METRICS if self.rounds else ():
+            median = statistics.median(getattr(one, name) for one in self.rounds)
+            if not math.isclose(getattr(self, name), median, rel_tol=1e-9, abs_tol=1e-9):
+                raise GateInputError(f"LatencyMeasurement.{name}: {getattr(self, name)!r} is not the median "
+                                     f"{median!r} of its {len(self.rounds)} rounds; build it with from_rounds()")
+
+    @classmethod
+    def from_rounds(cls, hardware_class: str,
+                    rounds: Iterable[LatencyRound | Mapping[str, float]]) -> LatencyMeasurement:
+        """The median of each metric over ``rounds`` (``LatencyRound``s or mappings with both p99s)."""
+        kept = []
+        for i, one in enumerate(rounds):
+            if isinstance(one, LatencyRound):
+                kept.append(one)
+                continue
+            missing = [name for name in LATENCY_METRICS if name not in one]
+            if missing:
+                raise GateInputError(f"LatencyMeasurement rounds[{i}]: no {', '.join(missing)} in {dict(one)!r}")
+            kept.append(LatencyRound(**{name: one[name] for name in LATENCY_METRICS}))
+        if not kept:
+            raise GateInputError("LatencyMeasurement.rounds: no rounds to take the median of")
+        medians = {name: statistics.median(getattr(one, name) for one in kept) for name in LATENCY_METRICS}
+        return cls(hardware_class=hardware_class, rounds=tuple(kept), **medians)
+
+    @property
+    def round_count(self) -> int:
+        """How many rounds were measured (1 for a single measurement)."""
+        return len(self.rounds) or 1
+
+    def round_values(self, metric: str) -> tuple[float, ...]:
+        """Each round's value of ``metric`` (empty for a single measurement)."""
+        return tuple(float(getattr(one, metric)) for one in self.rounds)
 
 
 @dataclass(frozen=True)
@@ -182,7 +256,11 @@ class CategoryRow:
 
 @dataclass(frozen=True)
 class LatencyRow:
-    """One latency metric's comparison with the class SLO and the champion."""
+    """One latency metric's comparison with the class SLO and the champion.
+
+    ``candidate_ms``/``champion_ms`` are the values judged: the single measurement, or the
+    median of the rounds (``estimate`` says which; the rounds' p99s are in ``*_rounds_ms``).
+    """
 
     metric: str
     candidate_ms: float
@@ -192,6 +270,9 @@ class LatencyRow:
     max_ratio: float
     passed: bool
     reason: str
+    estimate: str = SINGLE_MEASUREMENT
+    candidate_rounds_ms: tuple[float, ...] = ()
+    champion_rounds_ms: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -209,6 +290,7 @@ class GateVerdict:
     categories: tuple[CategoryRow, ...]
     latency: tuple[LatencyRow, ...]
     reasons: tuple[str, ...] = field(default_factory=tuple)
+    latency_estimate: str = SINGLE_MEASUREMENT
 
     @property
     def failed_categories(self) -> list[str]:
@@ -243,11 +325,19 @@ class GateVerdict:
             ci = f"[{_num(r.ci_low)}, {_num(r.ci_high)}]" if r.ci_low is not None else "-"
             lines.append(f"| {r.category} | {r.n} | {_num(r.candidate_mean)} | {_num(r.champion_mean)} | "
                          f"{_num(r.delta, signed=True)} | {ci} | {rule} | {_result(r.passed)} |")
-        lines += ["", "| latency | candidate ms | champion ms | SLO ms | ratio | max ratio | result |",
-                  "|---|---:|---:|---:|---:|---:|---|"]
+        in_rounds = any(lr.candidate_rounds_ms for lr in self.latency)
+        lines += ["", f"Latency: {self.latency_estimate}"
+                  + (" (each round's p99 in the last column: candidate / champion)." if in_rounds else "."),
+                  "", "| latency | candidate ms | champion ms | SLO ms | ratio | max ratio | result |"
+                  + (" rounds ms |" if in_rounds else ""),
+                  "|---|---:|---:|---:|---:|---:|---|" + ("---|" if in_rounds else "")]
         for lr in self.latency:
+            rounds = ""
+            if in_rounds:
+                rounds = f" {_ms_list(lr.candidate_rounds_ms)} / {_ms_list(lr.champion_rounds_ms)} |"
             lines.append(f"| {lr.metric} | {lr.candidate_ms:.1f} | {_num(lr.champion_ms, digits=1)} | "
-                         f"{lr.slo_ms:.1f} | {_num(lr.ratio)} | {lr.max_ratio:.3f} | {_result(lr.passed)} |")
+                         f"{lr.slo_ms:.1f} | {_num(lr.ratio)} | {lr.max_ratio:.3f} | {_result(lr.passed)} |"
+                         + rounds)
         lines += ["", "**Reasons**", ""] + [f"- {reason}" for reason in self.reasons]
         return "\n".join(lines) + "\n"
 
@@ -279,7 +369,7 @@ def qualify(candidate: ModelScores, champion: ModelScores | None, categories: Ma
         has_champion=champion is not None, confidence=options.confidence,
         formatting_category=options.formatting_category, tokenizer_changed=tokenizer_changed,
         chat_template_changed=template_changed, categories=tuple(rows), latency=tuple(latency),
-        reasons=tuple(reasons))
+        reasons=tuple(reasons), latency_estimate=latency_estimate(slo))
 
 
 def eval_gate(candidate: ModelScores, champion: ModelScores | None, categories: Mapping[str, CategoryConfig],
@@ -334,13 +424,24 @@ def formatting_flags(candidate: ModelScores, champion: ModelScores | None) -> tu
 
 def latency_gate(candidate: LatencyMeasurement, champion: LatencyMeasurement | None, slo: LatencySlo, *,
                  tolerance: float = 0.10) -> list[LatencyRow]:
-    """One row per metric (TTFT p99, TPOT p99): SLO always, relative regression when a champion exists."""
+    """One row per metric (TTFT p99, TPOT p99): SLO always, relative regression when a champion exists.
+
+    Judges the class's estimate (:func:`latency_estimate`): the single measurement, or the median
+    of ``slo.latency_rounds`` rounds; both models must be measured in that many rounds.
+    """
     if champion is not None and champion.hardware_class != candidate.hardware_class:
         raise GateInputError(f"hardware class mismatch: candidate benchmarked on {candidate.hardware_class!r}, "
                              f"champion on {champion.hardware_class!r}; latencies compare on the same class only")
-    return [_latency_row(metric, getattr(candidate, metric), getattr(champion, metric) if champion else None,
-                         float(getattr(slo, metric)), tolerance)
-            for metric in ("ttft_p99_ms", "tpot_p99_ms")]
+    rounds = int(slo.latency_rounds)
+    estimate = latency_estimate(slo)
+    for role, measured in (("candidate", candidate), ("champion", champion)):
+        if measured is not None and measured.round_count != rounds:
+            raise GateInputError(
+                f"{role} latency on {measured.hardware_class!r} was measured in {measured.round_count} round(s), "
+                f"but the class declares slo.latency_rounds {rounds} ({estimate}); measure it in {rounds} "
+                f"round(s) (the eval job's --latency-rounds)")
+    return [_latency_row(metric, candidate, champion, float(getattr(slo, metric)), tolerance, estimate)
+            for metric in LATENCY_METRICS]
 
 
 def _paired_row(name: str, config: CategoryConfig | None, cand: dict[str, float], champ: dict[str, float],
@@ -410,7 +511,11 @@ def _formatting_check(rows: list[CategoryRow], tokenizer_changed: bool, template
     return True, f"{what} changed vs the champion: the formatting category {category!r} passed"
 
 
-def _latency_row(metric: str, cand: float, champ: float | None, slo_ms: float, tolerance: float) -> LatencyRow:
+def _latency_row(metric: str, candidate: LatencyMeasurement, champion: LatencyMeasurement | None, slo_ms: float,
+                 tolerance: float, estimate: str) -> LatencyRow:
+    cand = float(getattr(candidate, metric))
+    champ = float(getattr(champion, metric)) if champion is not None else None
+    cand_rounds = candidate.round_values(metric)
     max_ratio = 1.0 + tolerance
     ratio = cand / champ if champ else None
     problems = []
@@ -418,14 +523,21 @@ def _latency_row(metric: str, cand: float, champ: float | None, slo_ms: float, t
         problems.append(f"breaks the SLO {slo_ms:.1f} ms by {cand - slo_ms:.1f} ms")
     if ratio is not None and ratio > max_ratio + EPS:
         problems.append(f"is {ratio - 1:.1%} worse than the champion's {champ:.1f} ms (limit {tolerance:.0%})")
-    if problems:
-        reason = f"latency {metric} {cand:.1f} ms " + " and ".join(problems)
-    elif ratio is None:
-        reason = f"latency {metric} {cand:.1f} ms within the SLO {slo_ms:.1f} ms (no champion measurement)"
+    if cand_rounds:
+        over = sum(1 for value in cand_rounds if value > slo_ms * (1 + EPS))
+        how = f"({estimate}: {_ms_list(cand_rounds)} ms; {over} of {len(cand_rounds)} above the SLO)"
     else:
-        reason = f"latency {metric} {cand:.1f} ms within the SLO and {ratio:.3f}x the champion"
+        how = f"({estimate})"
+    if problems:
+        reason = f"latency {metric} {cand:.1f} ms {how} " + " and ".join(problems)
+    elif ratio is None:
+        reason = f"latency {metric} {cand:.1f} ms {how} within the SLO {slo_ms:.1f} ms (no champion measurement)"
+    else:
+        reason = f"latency {metric} {cand:.1f} ms {how} within the SLO and {ratio:.3f}x the champion"
     return LatencyRow(metric=metric, candidate_ms=cand, champion_ms=champ, slo_ms=slo_ms, ratio=ratio,
-                      max_ratio=max_ratio, passed=not problems, reason=reason)
+                      max_ratio=max_ratio, passed=not problems, reason=reason, estimate=estimate,
+                      candidate_rounds_ms=cand_rounds,
+                      champion_rounds_ms=champion.round_values(metric) if champion is not None else ())
 
 
 def _changed(candidate_hash: str | None, champion_hash: str | None) -> bool:
@@ -445,6 +557,17 @@ def _mean(values: Iterable[float]) -> float:
 def _ids(ids: list[str]) -> str:
     shown = ", ".join(ids[:_SHOWN_IDS])
     return f"[{shown}{', ...' if len(ids) > _SHOWN_IDS else ''}]"
+
+
+def _ms_list(values: Sequence[float]) -> str:
+    return ", ".join(f"{v:.1f}" for v in values) if values else "-"
+
+
+def _check_latencies(owner: str, latencies: Any) -> None:
+    for name in LATENCY_METRICS:
+        value = getattr(latencies, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise GateInputError(f"{owner}.{name}: {value!r} is not a positive number of ms")
 
 
 def _num(value: float | None, *, signed: bool = False, digits: int = 4) -> str:

@@ -3,7 +3,8 @@
 A model version's tags carry every pin of its deployment manifest
 (``pin.weight_digest``, ``pin.runtime_image``, ...). Aliases say what serves:
 
-* ``challenger``: the version being qualified / canaried;
+* ``challenger``: the version being qualified / canaried; a version rejected at the gate or
+  rolled back by its canary loses it (:meth:`ModelRegistry.reject`);
 * ``champion``: the version serving 100% of traffic;
 * ``previous``: the champion before it, so a rollback is one alias move.
 
@@ -114,6 +115,28 @@ class ModelRegistry:
         except MlflowException:
             pass  # already absent: deleting is idempotent
 
+    def delete_alias_if_at(self, name: str, alias: str, version: str) -> bool:
+        """Delete ``alias`` only when it points at ``version``; True when it was deleted.
+
+        An alias already moved to another version (a newer drop staged meanwhile) is left alone.
+        """
+        current = self.by_alias(name, alias)
+        if current is None or current.version != str(version):
+            return False
+        self.delete_alias(name, alias)
+        return True
+
+    def reject(self, name: str, version: str, tags: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """Mark ``version`` rejected: status tag ``rejected`` plus ``tags`` (the reasons), then
+        ``challenger`` removed when it points at ``version``.
+
+        The tags go first, so a failure in between leaves a rejected version that still holds
+        the alias, never an unmarked version without it. Idempotent (a retried task is safe).
+        """
+        self.tag(name, version, {STATUS_TAG: "rejected", **(tags or {})})
+        return {"version": str(version), "status": "rejected",
+                "challenger_removed": self.delete_alias_if_at(name, CHALLENGER, version)}
+
     def promote(self, name: str, version: str) -> dict[str, Any]:
         """``champion`` -> ``version``, ``previous`` -> the old champion, ``challenger`` removed.
 
@@ -126,9 +149,7 @@ class ModelRegistry:
         if champion is not None:
             self.set_alias(name, PREVIOUS, champion.version)
         self.set_alias(name, CHAMPION, version)
-        challenger = self.by_alias(name, CHALLENGER)
-        if challenger is not None and challenger.version == version:
-            self.delete_alias(name, CHALLENGER)
+        self.delete_alias_if_at(name, CHALLENGER, version)
         return {"champion": version, "previous": champion.version if champion else None, "changed": True}
 
     def rollback(self, name: str) -> dict[str, Any]:

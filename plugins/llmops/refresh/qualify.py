@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from llmops.config.settings import Settings
-from llmops.core.hardware import load_hardware_class
+from llmops.core.hardware import HardwareClass, load_hardware_class
 from llmops.evals import gate as gates
 from llmops.evals.evalset import load_evalset
 from llmops.io import registry
@@ -39,8 +39,9 @@ def judge_qualification(settings: Settings, *, model: str, candidate_version: st
     """Run the qualify gate for every hardware class from the eval pods' results.
 
     Logs each verdict to MLflow (JSON + Markdown table, per-category deltas as metrics),
-    tags the candidate version ``qualified`` or ``rejected`` with the reasons, and raises
-    :class:`GateFailed` when any class fails.
+    tags the candidate version ``qualified`` or ``rejected`` with the reasons (a rejected version
+    also loses the ``challenger`` alias when it holds it), and raises :class:`GateFailed` when
+    any class fails.
     """
     import mlflow
 
@@ -71,15 +72,19 @@ def judge_qualification(settings: Settings, *, model: str, candidate_version: st
                                             champion.tags.get("pin.tokenizer_hash"),
                                             champion.tags.get("pin.chat_template_hash"))
             # A class too noisy for a relative latency check is judged on its SLO alone.
-            champ_latency = _latency(hw_name, champ) if hw.slo.max_regression is not None else None
-        verdict = gates.qualify(cand_scores, champ_scores, categories, _latency(hw_name, cand), champ_latency,
+            champ_latency = _latency(hw, champ) if hw.slo.max_regression is not None else None
+        verdict = gates.qualify(cand_scores, champ_scores, categories, _latency(hw, cand), champ_latency,
                                 hw.slo, gates.GateOptions(latency_tolerance=hw.slo.max_regression or 0.0))
         verdicts[hw_name] = verdict
         _log_verdict(model, candidate_version, champion.version if champion else None, hw_name, verdict)
     passed = all(v.passed for v in verdicts.values())
     reasons = [f"[{hw}] {reason}" for hw, v in verdicts.items() for reason in v.reasons if not v.passed]
-    reg.tag(model, candidate_version, {registry.STATUS_TAG: "qualified" if passed else "rejected",
-                                       "llmops.gate_reasons": "; ".join(reasons)[:4000] or "passed"})
+    gate_tags = {"llmops.gate_reasons": "; ".join(reasons)[:4000] or "passed"}
+    if passed:
+        reg.tag(model, candidate_version, {registry.STATUS_TAG: "qualified", **gate_tags})
+    else:
+        # A rejected version must not stay the registry's challenger (the alias names what is being qualified).
+        reg.reject(model, candidate_version, gate_tags)
     summary = {"passed": passed, "model": model, "candidate_version": candidate_version,
                "champion_version": champion.version if champion else None,
                "verdicts": {hw: v.to_dict() for hw, v in verdicts.items()}}
@@ -88,12 +93,34 @@ def judge_qualification(settings: Settings, *, model: str, candidate_version: st
     return summary
 
 
-def _latency(hw_name: str, result: dict[str, Any]) -> gates.LatencyMeasurement:
+def _latency(hw: HardwareClass, result: dict[str, Any]) -> gates.LatencyMeasurement:
+    """The eval pod's latency as the gate takes it: a single measurement, or the class's rounds.
+
+    A shared-CPU class (``slo.latency_rounds`` > 1) needs the eval job's per-round p99s
+    (``latency.rounds``, from ``--latency-rounds``); the gate judges their median.
+    """
     latency = result.get("latency") or {}
+    run = result.get("mlflow_run_id")
+    wanted = hw.slo.latency_rounds
+    rounds = latency.get("rounds") or []
+    if wanted > 1 or len(rounds) > 1:
+        if len(rounds) != wanted:
+            raise GateFailed(f"[{hw.name}] eval run {run} measured latency in {len(rounds) or 1} round(s), but "
+                             f"class {hw.name!r} declares slo.latency_rounds {wanted} "
+                             f"({gates.latency_estimate(hw.slo)}): run the eval job with --latency-rounds {wanted}")
+        for i, one in enumerate(rounds, start=1):
+            missing = [name for name in gates.LATENCY_METRICS if name not in one]
+            if missing:
+                raise GateFailed(f"[{hw.name}] eval run {run} measured no {'/'.join(missing)} in latency round "
+                                 f"{i} of {wanted}: cannot judge the latency gate")
+        try:
+            return gates.LatencyMeasurement.from_rounds(hw.name, rounds)
+        except gates.GateInputError as exc:
+            raise GateFailed(f"[{hw.name}] eval run {run}: {exc}: cannot judge the latency gate") from exc
     if "ttft_p99_ms" not in latency or "tpot_p99_ms" not in latency:
-        raise GateFailed(f"[{hw_name}] eval run {result.get('mlflow_run_id')} measured no latency "
+        raise GateFailed(f"[{hw.name}] eval run {run} measured no latency "
                          f"(ttft_p99_ms/tpot_p99_ms): cannot judge the latency gate")
-    return gates.LatencyMeasurement(hardware_class=hw_name, ttft_p99_ms=latency["ttft_p99_ms"],
+    return gates.LatencyMeasurement(hardware_class=hw.name, ttft_p99_ms=latency["ttft_p99_ms"],
                                     tpot_p99_ms=latency["tpot_p99_ms"])
 
 
@@ -107,7 +134,7 @@ def _log_verdict(model: str, candidate_version: str, champion_version: str | Non
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"gate {model} v{candidate_version} {hw_name}"):
         mlflow.set_tags({"llmops.stage": "gate", "model": model, "model_version": candidate_version,
                          "champion_version": champion_version or "none", "hardware_class": hw_name,
-                         "passed": str(verdict.passed).lower()})
+                         "passed": str(verdict.passed).lower(), "latency_estimate": verdict.latency_estimate})
         mlflow.log_metrics({f"delta/{row.category}": row.delta for row in verdict.categories
                             if row.delta is not None})
         mlflow.log_dict(verdict.to_dict(), "gate/verdict.json")
@@ -116,13 +143,15 @@ def _log_verdict(model: str, candidate_version: str, champion_version: str | Non
 
 def check_canary(model: str, candidate_version: str, result: dict[str, Any] | None,
                  tracking_uri: str) -> dict[str, Any] | None:
-    """Fail the run (tagging the version ``rejected``) when the canary rolled back."""
+    """Fail the run when the canary rolled back: the version is tagged ``rejected`` with the
+    reasons and loses the ``challenger`` alias when it holds it."""
     if result is None:
         return None
     if result.get("outcome") == "rolled_back":
         reasons = "; ".join(result.get("reasons", [])) or "canary analysis failed"
-        registry.ModelRegistry(tracking_uri).tag(model, candidate_version, {
-            registry.STATUS_TAG: "rejected", "llmops.canary_reasons": reasons[:4000],
+        # Rejected like at the gate: tagged with the reasons, and no longer the challenger.
+        registry.ModelRegistry(tracking_uri).reject(model, candidate_version, {
+            "llmops.canary_reasons": reasons[:4000],
             "llmops.breach_to_rollback_s": str(result.get("breach_to_rollback_s"))})
         raise GateFailed(f"canary of {model} version {candidate_version} rolled back to 0% "
                          f"(breach to rollback {result.get('breach_to_rollback_s')} s): {reasons}")
