@@ -16,12 +16,9 @@ start and end, as :func:`llmops.canary.analysis.analyze_step` requires.
 from __future__ import annotations
 
 import itertools
-import json
 import threading
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -30,6 +27,7 @@ from llmops.canary.analysis import WindowMetrics
 from llmops.evals.evalset import EvalItem
 from llmops.evals.latency import percentile
 from llmops.evals.scorers import SCORERS
+from llmops.io.openai_client import stream_chat
 from llmops.serving.routers import BACKEND_HEADER, CANARY, STABLE
 
 SIDES = (CANARY, STABLE)
@@ -136,49 +134,19 @@ def stream_request(endpoint: str, model: str, item: EvalItem, *, seq: int = 0, m
                    timeout_s: float = 60.0, score: bool = True) -> RequestRecord:
     """Stream one greedy chat completion of ``item`` through the router and time its first token.
 
-    Failures (HTTP status, transport, an error event in the stream) are returned as the
-    record's ``error``, never raised: they are what the canary analysis counts.
+    Failures (HTTP status, transport, an error event in the stream, a stream without its
+    ``[DONE]``) are returned as the record's ``error``, never raised: they are what the canary
+    analysis counts. The request itself is :func:`llmops.io.openai_client.stream_chat`.
     """
-    body = json.dumps({"model": model, "messages": list(item.messages), "temperature": 0.0,
-                       "max_tokens": max_tokens, "stream": True}).encode()
-    request = urllib.request.Request(f"{endpoint.rstrip('/')}/v1/chat/completions", data=body,
-                                     headers={"Content-Type": "application/json"})
-    started_s, started = time.time(), time.perf_counter()
-    backend: str | None = None
-    status: int | None = None
-    first: float | None = None
-    parts: list[str] = []
-    error: str | None = None
-    try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            backend, status = response.headers.get(BACKEND_HEADER), response.status
-            finished = False
-            for kind, value in _sse_events(response):
-                if kind == "error":
-                    error = f"error event in the stream: {value}"
-                    break
-                if kind == "done":
-                    finished = True
-                    break
-                if value and first is None:
-                    first = time.perf_counter()
-                parts.append(value)
-            if error is None and not finished:
-                error = "the stream ended before its [DONE] event"
-    except urllib.error.HTTPError as exc:
-        backend, status = exc.headers.get(BACKEND_HEADER), exc.code
-        error = f"HTTP {exc.code}: {_error_detail(exc)}"
-    except (urllib.error.URLError, OSError, json.JSONDecodeError) as exc:
-        error = f"{type(exc).__name__}: {exc}"
-    text = "".join(parts)
+    result = stream_chat(f"{endpoint.rstrip('/')}/v1", model, item.messages, max_tokens=max_tokens,
+                         timeout_s=timeout_s)
     # A failed request is the worst answer a user can get: it scores 0 when sampled. Leaving it
     # out would let a canary that fails every request starve the quality check of samples, and
     # the analysis would hold (not enough data) instead of failing.
-    item_score = None if not score else 0.0 if error else SCORERS[item.scorer](text, item.reference)
-    return RequestRecord(seq=seq, item_id=item.id, backend=backend, started_s=started_s,
-                         latency_ms=(time.perf_counter() - started) * 1000,
-                         ttft_ms=(first - started) * 1000 if first is not None else None,
-                         status=status, text=text, error=error, score=item_score)
+    item_score = None if not score else 0.0 if result.error else SCORERS[item.scorer](result.text, item.reference)
+    return RequestRecord(seq=seq, item_id=item.id, backend=result.header(BACKEND_HEADER), started_s=result.started_s,
+                         latency_ms=result.elapsed_s * 1000, ttft_ms=result.ttft_ms, status=result.status,
+                         text=result.text, error=result.error, score=item_score)
 
 
 def replay_window(endpoint: str, model: str, items: Sequence[EvalItem], *, duration_s: float,
@@ -234,35 +202,3 @@ def replay_window(endpoint: str, model: str, items: Sequence[EvalItem], *, durat
 def records_as_rows(records: Sequence[RequestRecord]) -> list[dict[str, Any]]:
     """Records as plain dicts (an MLflow artifact for reviewing failures)."""
     return [asdict(r) for r in records]
-
-
-def _sse_events(response: Any) -> Iterator[tuple[str, str]]:
-    """``("delta", text)``, ``("error", message)`` or ``("done", "")`` per server-sent event of a chat stream."""
-    for raw in response:
-        line = raw.decode("utf-8", errors="replace").strip()
-        if not line.startswith("data:"):
-            continue
-        data = line[5:].strip()
-        if data == "[DONE]":
-            yield "done", ""
-            return
-        event = json.loads(data)
-        if "error" in event:
-            error = event["error"]
-            yield "error", str((error.get("message") if isinstance(error, dict) else error) or "unknown error")
-            return
-        delta = (event.get("choices") or [{}])[0].get("delta") or {}
-        yield "delta", delta.get("content") or ""
-
-
-def _error_detail(exc: urllib.error.HTTPError) -> str:
-    try:
-        payload = exc.read().decode("utf-8", errors="replace")
-    except OSError:
-        return exc.reason or ""
-    try:
-        message = json.loads(payload).get("error", {})
-        message = message.get("message") if isinstance(message, dict) else message
-        return str(message or payload)[:300]
-    except (json.JSONDecodeError, AttributeError):
-        return payload[:300]

@@ -2,58 +2,18 @@
 
 The qualify stage's latency gate needs the candidate's p99 time to first token and
 time per output token on the target hardware class. Measured here by streaming
-(``"stream": true``) and timing the server-sent chunks: what a user would see.
+(``"stream": true``) and timing the server-sent chunks: what a user would see
+(:func:`llmops.io.openai_client.stream_chat`).
 Fine for a gate on the same class and workload; the nightly benchmarks use
 ``vllm bench serve`` for the full matrix.
 """
 
 from __future__ import annotations
 
-import json
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
-
-@dataclass(frozen=True)
-class StreamTiming:
-    """One streamed request: time to first token, time per output token after it, tokens."""
-
-    ttft_ms: float | None
-    tpot_ms: float | None
-    output_chunks: int
-    error: str | None = None
-
-
-def stream_chat(base_url: str, model: str, messages: Sequence[dict[str, str]], *, max_tokens: int = 32,
-                timeout_s: float = 60.0) -> StreamTiming:
-    """Stream one greedy chat completion and time its chunks."""
-    body = json.dumps({"model": model, "messages": list(messages), "temperature": 0.0, "max_tokens": max_tokens,
-                       "stream": True}).encode()
-    request = urllib.request.Request(f"{base_url.rstrip('/')}/chat/completions", data=body,
-                                     headers={"Content-Type": "application/json"})
-    started = time.perf_counter()
-    arrivals: list[float] = []
-    try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            for raw in response:
-                line = raw.decode("utf-8", errors="replace").strip()
-                if not line.startswith("data:") or line == "data: [DONE]":
-                    continue
-                chunk = json.loads(line[5:])
-                delta = (chunk.get("choices") or [{}])[0].get("delta", {})
-                if delta.get("content"):
-                    arrivals.append(time.perf_counter())
-    except (urllib.error.URLError, OSError, json.JSONDecodeError) as exc:
-        return StreamTiming(None, None, 0, error=f"{type(exc).__name__}: {exc}")
-    if not arrivals:
-        return StreamTiming(None, None, 0, error="no content chunk in the stream")
-    ttft = (arrivals[0] - started) * 1000
-    tpot = (arrivals[-1] - arrivals[0]) * 1000 / (len(arrivals) - 1) if len(arrivals) > 1 else None
-    return StreamTiming(ttft_ms=ttft, tpot_ms=tpot, output_chunks=len(arrivals))
+from llmops.io.openai_client import StreamResult, stream_chat
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -72,17 +32,25 @@ def measure_latency(base_url: str, model: str, prompts: Sequence[Sequence[dict[s
     """p50/p99 TTFT and TPOT over ``prompts`` streamed ``concurrency`` at a time.
 
     A few unmeasured requests go first: the first requests of a fresh server pay one-off
-    allocations that would otherwise land in the p99.
+    allocations that would otherwise land in the p99. A request that failed (HTTP error,
+    transport, an error event, no ``[DONE]``) or streamed no content is counted in ``errors``
+    and left out of the percentiles.
     """
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         list(pool.map(lambda m: stream_chat(base_url, model, m, max_tokens=max_tokens), prompts[:concurrency]))
-        timings = list(pool.map(lambda m: stream_chat(base_url, model, m, max_tokens=max_tokens), prompts))
-    ttft = [t.ttft_ms for t in timings if t.ttft_ms is not None]
-    tpot = [t.tpot_ms for t in timings if t.tpot_ms is not None]
-    errors = sum(1 for t in timings if t.error)
-    result = {"requests": float(len(timings)), "errors": float(errors)}
+        streams = list(pool.map(lambda m: stream_chat(base_url, model, m, max_tokens=max_tokens), prompts))
+    timed = [s for s in streams if _measured(s)]
+    ttft = [s.ttft_ms for s in timed if s.ttft_ms is not None]
+    tpot = [s.tpot_ms for s in timed if s.tpot_ms is not None]
+    errors = len(streams) - len(timed)
+    result = {"requests": float(len(streams)), "errors": float(errors)}
     if ttft:
         result.update(ttft_p50_ms=percentile(ttft, 50), ttft_p99_ms=percentile(ttft, 99))
     if tpot:
         result.update(tpot_p50_ms=percentile(tpot, 50), tpot_p99_ms=percentile(tpot, 99))
     return result
+
+
+def _measured(stream: StreamResult) -> bool:
+    """A stream counts when it completed and carried content; any other is an error."""
+    return stream.ok and stream.tokens > 0

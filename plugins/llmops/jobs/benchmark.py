@@ -12,8 +12,9 @@ in ``return.json``. A workload that fails is reported as failed and the others s
 job exits non-zero only when no workload produced a result (the server is down, the pod is out
 of memory): the DAG then reports the class as failed, without blocking other classes.
 
-Standard library only (plus the ``vllm`` CLI on PATH): MLflow is not in the vLLM image, so the
-DAG's record task logs the runs from this result.
+Standard library only (plus the ``vllm`` CLI on PATH; the health wait is
+:func:`llmops.io.openai_client.wait_healthy`, standard library too): MLflow is not in the vLLM
+image, so the DAG's record task logs the runs from this result.
 """
 
 from __future__ import annotations
@@ -24,19 +25,19 @@ import os
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from llmops.benchmarks import results
 from llmops.benchmarks.workloads import Workload, bench_serve_args
+from llmops.io import openai_client
 from llmops.jobs.common import setup_logging, write_result
 
 log = setup_logging("llmops.jobs.benchmark")
 
 EXIT_NO_RESULT = 2
+HEALTH_TIMEOUT_S = 600.0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -74,21 +75,6 @@ def runtime_version() -> str:
         return metadata.version("vllm")
     except metadata.PackageNotFoundError:
         return "unknown"
-
-
-def wait_healthy(base_url: str, timeout_s: float = 600.0) -> float:
-    """Seconds until ``/health`` answers (the sidecar's probe normally already passed)."""
-    started = time.monotonic()
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base_url}/health", timeout=5) as response:
-                if response.status == 200:
-                    return time.monotonic() - started
-        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-            pass
-        if time.monotonic() - started > timeout_s:
-            raise SystemExit(f"vLLM at {base_url} did not become healthy in {timeout_s:.0f}s")
-        time.sleep(1.0)
 
 
 def run_workload(workload: Workload, *, base_url: str, served_model: str, tokenizer: str, result_dir: Path,
@@ -129,7 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     workloads = [Workload.from_dict(w) for w in json.loads(args.workloads)]
     slo = parse_slo(args.goodput)
     args.result_dir.mkdir(parents=True, exist_ok=True)
-    waited = wait_healthy(base_url)
+    try:
+        # The sidecar's probe normally already passed; vLLM may still be loading the weights.
+        waited = openai_client.wait_healthy(base_url, timeout_s=HEALTH_TIMEOUT_S)
+    except openai_client.ServerError as exc:
+        raise SystemExit(f"vLLM at {base_url} did not become healthy: {exc}") from exc
     log.info("server %s healthy after %.1fs; %d workload(s)", base_url, waited, len(workloads))
     entries = [run_workload(w, base_url=base_url, served_model=args.served_model, tokenizer=args.tokenizer,
                             result_dir=args.result_dir, slo=slo, timeout_s=args.workload_timeout_s)
