@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -32,7 +31,7 @@ from typing import Any
 from llmops.benchmarks import results
 from llmops.benchmarks.workloads import Workload, bench_serve_args
 from llmops.io import openai_client
-from llmops.jobs.common import setup_logging, write_result
+from llmops.jobs.common import optional_env, setup_logging, write_result
 
 log = setup_logging("llmops.jobs.benchmark")
 
@@ -50,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--goodput", nargs="*", default=[], metavar="KEY:MS",
                         help="SLOs goodput is judged against, e.g. ttft:800 tpot:40")
     parser.add_argument("--target", default="{}", help="JSON: what is served (role, model, version, model_key)")
-    parser.add_argument("--result-dir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "bench",
+    parser.add_argument("--result-dir", type=Path, default=Path(optional_env("TMPDIR") or "/tmp") / "bench",
                         help="where each workload's raw JSON is written")
     parser.add_argument("--workload-timeout-s", type=int, default=1800)
     parser.add_argument("--vllm-overrides", default="[]",
@@ -111,7 +110,7 @@ def run_workload(workload: Workload, *, base_url: str, served_model: str, tokeni
 def main(argv: list[str] | None = None) -> int:
     """Run every workload; exit 0 when at least one produced a result."""
     args = parse_args(argv)
-    base_url = args.base_url or f"http://127.0.0.1:{os.environ.get('VLLM_PORT', '8000')}"
+    base_url = args.base_url or f"http://127.0.0.1:{optional_env('VLLM_PORT')}"
     workloads = [Workload.from_dict(w) for w in json.loads(args.workloads)]
     slo = parse_slo(args.goodput)
     args.result_dir.mkdir(parents=True, exist_ok=True)
@@ -125,10 +124,10 @@ def main(argv: list[str] | None = None) -> int:
                             result_dir=args.result_dir, slo=slo, timeout_s=args.workload_timeout_s)
                for w in workloads]
     result = {
-        "hardware_class": os.environ.get("LLMOPS_HARDWARE_CLASS"),
-        "config_hash": os.environ.get("LLMOPS_HARDWARE_CONFIG_HASH"),
+        "hardware_class": optional_env("LLMOPS_HARDWARE_CLASS"),
+        "config_hash": optional_env("LLMOPS_HARDWARE_CONFIG_HASH"),
         "runtime_version": runtime_version(),
-        "runtime_image": os.environ.get("LLMOPS_RUNTIME_IMAGE", ""),
+        "runtime_image": (optional_env("LLMOPS_RUNTIME_IMAGE") or ""),
         "target": json.loads(args.target),
         "served_model": args.served_model,
         "goodput_slo_ms": slo,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -52,7 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run the evaluation; exit 0 with a result, 3 below ``--min-overall``."""
     args = parse_args(argv)
-    base_url = args.base_url or f"http://127.0.0.1:{os.environ.get('VLLM_PORT', '8000')}/v1"
+    base_url = args.base_url or f"http://127.0.0.1:{optional_env('VLLM_PORT')}/v1"
     evalset = load_evalset(args.evalset)
     if args.limit_per_category:
         evalset = evalset.limited(args.limit_per_category)
@@ -84,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         "evalset": evalset.name,
         "evalset_revision": evalset.revision,
         "model": args.model,
-        "hardware_class": os.environ.get("LLMOPS_HARDWARE_CLASS"),
+        "hardware_class": optional_env("LLMOPS_HARDWARE_CLASS"),
         "role": tags.get("role"),
         "tags": tags,
         "items": len(results),
