@@ -41,18 +41,14 @@ from llmops.config.settings import PROJECT_ROOT
 from llmops.core.hardware import load_hardware_class
 from llmops.evals.evalset import EvalItem, load_evalset
 from llmops.jobs import canary as canary_job
-from llmops.serving.routers import (
-    BACKEND_HEADER,
+from llmops.serving.gateway_router import (
     GATEWAY_GROUP,
     HTTPROUTE_PLURAL,
     GatewayHttpRouteRouter,
-    NginxRouter,
-    RouterError,
-    TrafficRouter,
     httproute_weights_patch,
-    nginx_conf,
-    split_clients_block,
 )
+from llmops.serving.nginx_router import NginxRouter, nginx_conf, split_clients_block
+from llmops.serving.routers import BACKEND_HEADER, RouterError, TrafficRouter
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 needs_nginx = pytest.mark.skipif(not os.access(NGINX, os.X_OK),

@@ -27,7 +27,7 @@ from llmops.serving.deployments import (
     serve_champion,
     serve_version_patch,
 )
-from llmops.serving.routers import GatewayHttpRouteRouter
+from llmops.serving.gateway_router import GatewayHttpRouteRouter
 
 DIGEST = "ab" * 32
 

@@ -48,7 +48,9 @@ from llmops.evals.evalset import EvalSet, load_evalset
 from llmops.io import tracking
 from llmops.io.openai_client import wait_healthy
 from llmops.jobs.common import optional_env, setup_logging, write_result
-from llmops.serving.routers import GatewayHttpRouteRouter, NginxRouter, TrafficRouter, WeightChange
+from llmops.serving.gateway_router import GatewayHttpRouteRouter
+from llmops.serving.nginx_router import NginxRouter
+from llmops.serving.routers import TrafficRouter, WeightChange
 
 log = setup_logging("llmops.jobs.canary")
 

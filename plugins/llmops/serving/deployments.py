@@ -99,13 +99,13 @@ class GatewayServing:
     """Gateway-mode I/O: HTTPRoute weights (through the canary's router) and Deployment rollouts.
 
     ``apps_api`` is a ``kubernetes.client.AppsV1Api`` and ``router`` a
-    :class:`~llmops.serving.routers.GatewayHttpRouteRouter`; both are built from the in-cluster config
+    :class:`~llmops.serving.gateway_router.GatewayHttpRouteRouter`; both are built from the in-cluster config
     unless given (tests give fakes of the Kubernetes API).
     """
 
     def __init__(self, route: ServingRoute, *, apps_api: Any = None, router: Any = None,
                  rollout_timeout_s: float = 900.0, poll_s: float = 2.0) -> None:
-        from llmops.serving.routers import GatewayHttpRouteRouter
+        from llmops.serving.gateway_router import GatewayHttpRouteRouter
 
         self.route = route
         self.apps_api = apps_api if apps_api is not None else _apps_api()
