@@ -3,6 +3,10 @@
 No cluster: ``render_pod_manifest`` renders the operator's template fields with a minimal
 context (``params``), builds the pod with ``build_pod_request_obj(dry_run=True)`` and returns
 the camelCase manifest, which is validated against the Kubernetes 1.33 schema (strict).
+
+The operator DAG files build is cheap at parse time: the provider's ``KubernetesPodOperator``
+is built from the rendered pod job when the task runs, and does the work (execute, on_kill,
+resumption from its trigger); the tests at the end check that hand-over.
 """
 
 from __future__ import annotations
@@ -231,7 +235,8 @@ def test_operator_contract(settings: settings_mod.Settings) -> None:
     # The pod stays Pending until vLLM's startup probe passes: the KPO must wait that long.
     probe = job.sidecars[0].readiness_probe
     assert probe is not None
-    assert op.startup_timeout_seconds >= IMAGE_PULL_MARGIN_S + probe.period_s * probe.failure_threshold
+    kpo = op.kubernetes_operator()
+    assert kpo.startup_timeout_seconds >= IMAGE_PULL_MARGIN_S + probe.period_s * probe.failure_threshold
 
 
 def test_operator_kwargs_override_defaults(settings: settings_mod.Settings) -> None:
@@ -348,3 +353,125 @@ def test_init_containers_run_first_then_native_sidecars(settings: settings_mod.S
     unpinned = replace(job, init_containers=(replace(fetch, image="ghcr.io/x/fetch:latest"),))
     with pytest.raises(UnpinnedImageError, match="fetch-weights"):
         _render(unpinned)
+
+
+# -- parse time: the operator is cheap; the KPO is built when the task runs ----------------------
+
+
+def test_building_tasks_imports_no_pod_machinery(tmp_path) -> None:
+    """A DAG file's tasks (plain and mapped) are built without the provider or the Kubernetes client."""
+    import json
+    import subprocess
+    import sys
+
+    script = tmp_path / "probe.py"
+    script.write_text(f"""
+import json, sys
+from airflow.sdk import DAG
+before = set(sys.modules)  # Airflow itself imports a few provider modules (exceptions, provider info)
+from llmops.core.podjob import Container, PodJob
+from llmops.launch import mapped_pod_job_task, pod_job_task
+job = PodJob(name="job", main=Container(name="job", image={JOBS_IMAGE!r}, command=("true",)))
+with DAG(dag_id="probe", schedule=None):
+    pod_job_task(job, task_id="plain", launcher="kubernetes", namespace="other")
+    mapped_pod_job_task(task_id="mapped", pod_jobs=[job.to_dict()], launcher="kubernetes", namespace="other")
+print(json.dumps(sorted(m for m in set(sys.modules) - before
+                        if m.split(".")[0] == "kubernetes" or m.startswith("airflow.providers.cncf"))))
+""")
+    env = {**__import__("os").environ, "LLMOPS_JOBS_IMAGE": JOBS_IMAGE, "LLMOPS_VLLM_IMAGE": VLLM_IMAGE}
+    out = subprocess.run([sys.executable, str(script)], check=True, capture_output=True, text=True, env=env)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def _task_context(op: PodJobKubernetesOperator) -> dict[str, Any]:
+    class _TI:
+        dag_id, task_id, run_id, map_index, try_number = "test_evaluate_cpu", op.task_id, "manual__1", -1, 1
+
+    return {"params": dict(PARAMS), "ti": _TI(), "task_instance": _TI(), "run_id": "manual__1", "dag": op.dag}
+
+
+def test_execute_hands_the_rendered_pod_to_the_kubernetes_pod_operator(
+        settings: settings_mod.Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+    from airflow.sdk.bases.operator import ExecutorSafeguard
+
+    ran: list[KubernetesPodOperator] = []
+
+    def execute_sync(self: KubernetesPodOperator, context: Any) -> Any:
+        ran.append(self)
+        return {"accuracy": 0.9}  # what the xcom sidecar read from /airflow/xcom/return.json
+
+    monkeypatch.setattr(KubernetesPodOperator, "execute_sync", execute_sync)
+    monkeypatch.setattr(ExecutorSafeguard, "test_mode", False)  # the nested-operator warning is on
+    op = _operator(_serving_job(settings, "cpu"), namespace="{{ params.model }}", labels={"team": "ml"})
+    context = _task_context(op)
+    op.render_template_fields(context)  # what the task runner does before execute, then execute so:
+    runner_marker = {"PodJobKubernetesOperator__sentinel": ExecutorSafeguard.sentinel_value}
+    assert op.execute(context, **runner_marker) == {"accuracy": 0.9}
+    (kpo,) = ran
+    assert kpo is op._pod_operator and kpo.task_id == op.task_id
+    assert kpo.namespace == "tiny-chat"  # the KPO's own template fields rendered, with the DAG's params
+    assert kpo.labels["team"] == "ml" and kpo.labels["llmops.io/hardware-class"] == "cpu"
+    assert kpo.arguments == ["--model", "tiny-chat", "--evalset", "include/evalsets/synthetic_chat_v1.yaml"]
+    assert kpo.do_xcom_push is True and kpo.name == "evaluate-cpu"
+    captured = capsys.readouterr()  # Airflow's structlog output
+    assert "cannot be called outside of the Task Runner" not in captured.out + captured.err
+
+
+def test_on_kill_reaches_the_running_pod_operator(settings: settings_mod.Settings,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+
+    killed: list[KubernetesPodOperator] = []
+    monkeypatch.setattr(KubernetesPodOperator, "execute_sync", lambda self, context: None)
+    monkeypatch.setattr(KubernetesPodOperator, "on_kill", lambda self: killed.append(self))
+    op = _operator(_serving_job(settings, "cpu"))
+    op.on_kill()  # not started: nothing to kill
+    assert killed == []
+    op.execute(_task_context(op))
+    op.on_kill()
+    assert killed == [op._pod_operator]
+
+
+def test_deferred_task_resumes_on_the_pod_operator(settings: settings_mod.Settings,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+    from airflow.sdk.exceptions import TaskDeferralError
+
+    resumed: list[tuple[KubernetesPodOperator, dict[str, Any]]] = []
+
+    def trigger_reentry(self: KubernetesPodOperator, context: Any, event: dict[str, Any]) -> Any:
+        resumed.append((self, event))
+        return {"ok": True}
+
+    monkeypatch.setattr(KubernetesPodOperator, "trigger_reentry", trigger_reentry)
+    op = _operator(_serving_job(settings, "cpu"), deferrable=True)
+    event = {"status": "success", "name": "evaluate-cpu-abc", "namespace": "llmops"}
+    assert op.resume_execution("trigger_reentry", {"event": event}, _task_context(op)) == {"ok": True}
+    ((kpo, got),) = resumed
+    assert got == event and kpo.deferrable is True and kpo is op._pod_operator
+    with pytest.raises(TaskDeferralError, match="boom"):
+        op.resume_execution("__fail__", {"error": "boom"}, _task_context(op))
+
+
+def test_mapped_task_passes_kubernetes_arguments(settings: settings_mod.Settings) -> None:
+    from llmops.launch import mapped_pod_job_task
+
+    job = _serving_job(settings, "cpu")
+    with DAG(dag_id="test_mapped", params=PARAMS, schedule=None):
+        mapped = mapped_pod_job_task(task_id="evaluate", pod_jobs=[job.to_dict()], launcher="kubernetes",
+                                     pool="cpu", namespace="other", model_cache_claim="models-ro")
+    assert mapped.partial_kwargs["kubernetes_kwargs"] == {"namespace": "other"}
+    op = mapped.unmap({"pod_job": job.to_dict()})
+    assert isinstance(op, PodJobKubernetesOperator) and op.pool == "cpu"
+    manifest = render_pod_manifest(op, {"params": dict(PARAMS)})
+    kubernetes_validate.validate(manifest, "1.33", strict=True)
+    assert manifest["metadata"]["namespace"] == "other"
+    assert _by_name(manifest["spec"]["volumes"])["model-cache"]["persistentVolumeClaim"]["claimName"] == "models-ro"
+
+
+def test_unknown_kubernetes_argument_fails_when_the_pod_is_built(settings: settings_mod.Settings) -> None:
+    op = _operator(_serving_job(settings, "cpu"), namespase="typo")
+    assert op.kubernetes_kwargs["namespase"] == "typo"
+    with pytest.raises(TypeError, match="namespase"):
+        render_pod_manifest(op, {"params": dict(PARAMS)})

@@ -3,6 +3,11 @@
 ``LLMOPS_LAUNCHER`` (see :mod:`llmops.config.settings`) picks the launcher when the DAG
 file is parsed: ``kubernetes`` in production, ``local`` on the embedded default.
 The pod job is the same in both; only how it is executed changes.
+
+Both are cheap at parse time: the dag-processor parses every DAG file in a fresh process,
+so an operator's heavy machinery (the provider's ``KubernetesPodOperator``, the Kubernetes
+client) is imported when the task runs, not when the DAG file is parsed.
+``bench/dag_parse.py`` (``make bench``) holds both launchers to that.
 """
 
 from __future__ import annotations
@@ -46,9 +51,11 @@ def mapped_pod_job_task(*, task_id: str, pod_jobs: Any, launcher: str | None = N
     """
     chosen = launcher or settings_mod.load().launcher
     if chosen == "kubernetes":
-        from llmops.launch.kubernetes import PodJobKubernetesOperator as operator_class
-    elif chosen == "local":
-        from llmops.launch.local_operator import LocalPodOperator as operator_class
-    else:
-        raise settings_mod.SettingsError(f"unknown launcher {chosen!r}: expected one of {settings_mod.LAUNCHERS}")
-    return operator_class.partial(task_id=task_id, **partial_kwargs).expand(pod_job=pod_jobs)
+        from llmops.launch.kubernetes import mapped_kubernetes_task
+
+        return mapped_kubernetes_task(task_id=task_id, pod_jobs=pod_jobs, **partial_kwargs)
+    if chosen == "local":
+        from llmops.launch.local_operator import LocalPodOperator
+
+        return LocalPodOperator.partial(task_id=task_id, **partial_kwargs).expand(pod_job=pod_jobs)
+    raise settings_mod.SettingsError(f"unknown launcher {chosen!r}: expected one of {settings_mod.LAUNCHERS}")

@@ -21,29 +21,33 @@ What the pod gets from the job:
 
 Images must be pinned by digest: what ran must be exactly what was tested, and a tag can move
 under a deployment. The launcher refuses anything else, naming the setting to change.
+
+Parse time: this module is what a DAG file imports under ``LLMOPS_LAUNCHER=kubernetes``, and
+the dag-processor re-parses every file in a fresh process. Importing the provider's
+``KubernetesPodOperator`` and the Kubernetes client costs about 2.4 s, so nothing here imports
+them: :class:`PodJobKubernetesOperator` is a plain ``BaseOperator`` that builds the real
+``KubernetesPodOperator`` from the rendered pod job in ``execute`` (see
+:mod:`llmops.launch.kubernetes_pod`) and hands it execute, on_kill and deferral resumption.
+``bench/dag_parse.py`` measures it against the local launcher.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
-from kubernetes.client import ApiClient
-from kubernetes.client import models as k8s
+from airflow.sdk import BaseOperator
 
 from llmops.config import settings as settings_mod
-from llmops.core.podjob import (
-    Container,
-    PodJob,
-    PodJobError,
-    Probe,
-    Resources,
-    Volume,
-    image_repository,
-    is_pinned_by_digest,
-)
+from llmops.config.images import image_repository, is_pinned_by_digest
+from llmops.core.podjob import PodJob, PodJobError
+
+if TYPE_CHECKING:
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+    from kubernetes.client import models as k8s
 
 MODEL_CACHE_CLAIM = "llmops-model-cache"
 """PersistentVolumeClaim mounted for ``model_cache`` volumes (operator argument ``model_cache_claim``)."""
@@ -66,31 +70,6 @@ _PORT_NAME = re.compile(r"^(?=.*[a-z])[a-z0-9]([-a-z0-9]{0,13}[a-z0-9])?$")
 
 class UnpinnedImageError(PodJobError):
     """An image is not pinned by digest; the message names the container, image and setting."""
-
-
-def container_security_context() -> k8s.V1SecurityContext:
-    """The ``restricted`` Pod Security Standard, for every container (the xcom sidecar too)."""
-    return k8s.V1SecurityContext(
-        run_as_non_root=True,
-        allow_privilege_escalation=False,
-        capabilities=k8s.V1Capabilities(drop=["ALL"]),
-        seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
-    )
-
-
-def pod_security_context() -> k8s.V1PodSecurityContext:
-    """Pod-level securityContext: a fixed non-root user, group-writable volumes."""
-    return k8s.V1PodSecurityContext(
-        # runAsNonRoot alone makes the kubelet refuse images whose USER is root (the vLLM and
-        # alpine images are); a fixed uid runs them as non-root instead.
-        run_as_non_root=True,
-        run_as_user=RUN_AS_USER,
-        run_as_group=RUN_AS_GROUP,
-        fs_group=FS_GROUP,
-        # Re-chowning a model cache of hundreds of GB on every pod start takes minutes.
-        fs_group_change_policy="OnRootMismatch",
-        seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
-    )
 
 
 def refuse_unpinned_images(job: Mapping[str, Any], image_settings: Mapping[str, str],
@@ -137,172 +116,119 @@ def startup_timeout_s(job: Mapping[str, Any]) -> int:
     return max(budget, _DEFAULT_STARTUP_TIMEOUT_S)
 
 
-class PodJobKubernetesOperator(KubernetesPodOperator):
-    """A ``KubernetesPodOperator`` whose pod is built from a (templated) pod job dict.
+@functools.cache
+def _base_operator_params() -> frozenset[str]:
+    """The keyword arguments ``BaseOperator`` itself takes (task_id, retries, pool, ...)."""
+    return frozenset(name for name, param in inspect.signature(BaseOperator.__init__).parameters.items()
+                     if param.kind is not inspect.Parameter.VAR_KEYWORD and name != "self")
 
-    ``pod_job`` is ``PodJob.to_dict()``. The KPO attributes (image, cmds, arguments, env_vars,
-    init_containers, volumes, node_selector, tolerations, ...) are set from the *rendered* job
-    in :meth:`build_pod_request_obj`, so they are never rendered twice. Defaults that the pod
-    job contract implies (namespace and service account from settings, XCom push, security
-    contexts, start-up timeout) can be overridden by keyword.
+
+def split_operator_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """``kwargs`` for :class:`PodJobKubernetesOperator`: its own and ``BaseOperator``'s as they are,
+    the rest (``namespace``, ``labels``, ``on_finish_action``...) under ``kubernetes_kwargs``.
+
+    Needed for mapped tasks only (``partial()`` accepts just the arguments the operator class
+    declares); the constructor does the same split itself.
+    """
+    own = _base_operator_params() | {"pod_job", "model_cache_claim", "kubernetes_kwargs"}
+    split = {name: value for name, value in kwargs.items() if name in own}
+    extra = {name: value for name, value in kwargs.items() if name not in own}
+    if extra:
+        split["kubernetes_kwargs"] = {**(split.get("kubernetes_kwargs") or {}), **extra}
+    return split
+
+
+class PodJobKubernetesOperator(BaseOperator):
+    """Runs a (templated) pod job dict as a ``KubernetesPodOperator`` pod.
+
+    Cheap to create at DAG parse time: the ``KubernetesPodOperator`` is built in ``execute``
+    from the *rendered* pod job (:func:`llmops.launch.kubernetes_pod.build_pod_operator`), and
+    does the work: its ``execute`` (logs, exit code, ``return.json`` as XCom), ``on_kill``
+    and, when deferrable, its resumption from the trigger.
+
+    ``pod_job`` is ``PodJob.to_dict()``, the only template field of this operator. Arguments
+    ``BaseOperator`` takes (retries, pool, pool_slots, execution_timeout, do_xcom_push, ...)
+    are this task's; any other argument, or ``kubernetes_kwargs`` (the way to pass them to
+    ``partial()``), goes to the ``KubernetesPodOperator``, whose own template fields
+    (``namespace``, ``labels``, ...) it renders at run time. Defaults that the pod job contract
+    implies (namespace and service account from settings, XCom push, security contexts,
+    start-up timeout) can be overridden that way. The KPO checks those arguments when it is
+    built: tests render the pod of every pod-job task (``tests/dags/test_pod_specs.py``).
     """
 
-    template_fields: Sequence[str] = ("pod_job", *KubernetesPodOperator.template_fields)
-    template_fields_renderers = {**KubernetesPodOperator.template_fields_renderers, "pod_job": "json"}
+    template_fields: Sequence[str] = ("pod_job",)
+    template_fields_renderers = {"pod_job": "json"}
     ui_color = "#e8f4fd"
 
     def __init__(self, *, pod_job: dict[str, Any], model_cache_claim: str = MODEL_CACHE_CLAIM,
-                 **kwargs: Any) -> None:
+                 kubernetes_kwargs: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        split = split_operator_kwargs(kwargs)
+        kubernetes = {**(kubernetes_kwargs or {}), **split.pop("kubernetes_kwargs", {})}
+        super().__init__(**split)
         settings = settings_mod.load()
-        kwargs.setdefault("namespace", settings.namespace)
-        kwargs.setdefault("service_account_name", settings.service_account)
+        kubernetes.setdefault("namespace", settings.namespace)
+        kubernetes.setdefault("service_account_name", settings.service_account)
         # Jobs talk to MLflow and S3, not to the Kubernetes API (XCom is read by exec from
         # the worker), so the pod gets no API token unless a task asks for one.
-        kwargs.setdefault("automount_service_account_token", False)
-        kwargs.setdefault("do_xcom_push", True)
-        kwargs.setdefault("security_context", pod_security_context())
-        kwargs.setdefault("container_security_context", container_security_context())
-        kwargs.setdefault("xcom_sidecar_container_security_context", container_security_context())
-        kwargs.setdefault("startup_timeout_seconds", startup_timeout_s(pod_job))
+        kubernetes.setdefault("automount_service_account_token", False)
         # A crash without a termination message still shows its last log lines in the error.
-        kwargs.setdefault("termination_message_policy", "FallbackToLogsOnError")
-        super().__init__(**kwargs)
+        kubernetes.setdefault("termination_message_policy", "FallbackToLogsOnError")
         self.pod_job = pod_job
         self.model_cache_claim = model_cache_claim
+        self.kubernetes_kwargs = kubernetes
         self.image_settings = {
             image_repository(settings.jobs_image): "LLMOPS_JOBS_IMAGE",
             image_repository(settings.vllm_image): "LLMOPS_VLLM_IMAGE",
         }
+        self._pod_operator: KubernetesPodOperator | None = None
         # Fail at DAG parse time where the image is known then; templated images are checked
         # again once rendered.
         refuse_unpinned_images(pod_job, self.image_settings, skip_templated=True)
 
+    def kubernetes_operator(self, context: Mapping[str, Any] | None = None) -> KubernetesPodOperator:
+        """The ``KubernetesPodOperator`` for the pod job as it is now (render it first).
+
+        With ``context`` the KPO's own template fields are rendered with it.
+        """
+        from llmops.launch.kubernetes_pod import build_pod_operator
+
+        return build_pod_operator(self, context)
+
     def build_pod_request_obj(self, context: Any = None, *, dry_run: bool = False) -> k8s.V1Pod:
-        """Build the pod from the rendered pod job, then let the KPO add XCom, labels and hooks."""
-        refuse_unpinned_images(self.pod_job, self.image_settings)
-        job = PodJob.from_dict(self.pod_job)
-        self._apply_pod_job(job)
-        return super().build_pod_request_obj(context, dry_run=dry_run)
+        """The pod this task creates, as ``KubernetesPodOperator.build_pod_request_obj`` builds it.
 
-    def _apply_pod_job(self, job: PodJob) -> None:
-        volumes = [_volume(v, self.model_cache_claim) for v in job.volumes]
-        mounts = [k8s.V1VolumeMount(name=v.name, mount_path=v.mount_path) for v in job.volumes]
-        self.name = job.name
-        self.image = job.main.image
-        self.cmds = list(job.main.command)
-        self.arguments = list(job.main.args)
-        self.env_vars = _env(job.main, job.ports)
-        self.container_resources = _resources(job.main.resources)
-        # A readiness probe on the main container is not used: it is a job, awaited to exit.
-        self.ports = _container_ports(job.main, job.ports)
-        self.volumes = volumes
-        self.volume_mounts = mounts
-        # Plain init containers run to completion first, in order; native sidecars start after them.
-        self.init_containers = [
-            *(_init_container(c, job.ports, mounts) for c in job.init_containers),
-            *(_native_sidecar(c, job.ports, mounts) for c in job.sidecars),
-        ]
-        if job.kubernetes_api:
-            self.automount_service_account_token = True
-        self.node_selector = dict(job.scheduling.node_selector)
-        self.tolerations = [
-            k8s.V1Toleration(key=t.key, operator=t.operator, value=t.value, effect=t.effect)
-            for t in job.scheduling.tolerations
-        ]
-        self.labels = {**self.labels, **job.labels}
-        self.active_deadline_seconds = job.timeout_s
+        ``dry_run=True`` needs no cluster (no kube config, no in-cluster check).
+        """
+        return self.kubernetes_operator(context).build_pod_request_obj(context, dry_run=dry_run)
+
+    def execute(self, context: Any) -> Any:
+        self._pod_operator = self.kubernetes_operator(context)
+        return _run_execute(self._pod_operator, context)
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Any) -> Any:
+        """Deferrable mode: the KPO deferred to its trigger; a fresh one resumes (``trigger_reentry``)."""
+        if next_method == "__fail__":  # the trigger failed: BaseOperator raises its error
+            return super().resume_execution(next_method, next_kwargs, context)
+        self._pod_operator = self.kubernetes_operator(context)
+        return self._pod_operator.resume_execution(next_method, next_kwargs, context)
+
+    def on_kill(self) -> None:
+        if self._pod_operator is not None:
+            self._pod_operator.on_kill()
 
 
-def _env(container: Container, ports: Mapping[str, int]) -> list[k8s.V1EnvVar]:
-    # The kubelet expands $(VAR) in an env value only from variables defined *earlier* in
-    # the list: ports first, then secrets, then plain values (which may refer to both).
-    own = {*container.env, *container.secret_env}
-    env = [k8s.V1EnvVar(name=name, value=str(port)) for name, port in ports.items() if name not in own]
-    env += [
-        k8s.V1EnvVar(name=name, value_from=k8s.V1EnvVarSource(
-            secret_key_ref=k8s.V1SecretKeySelector(name=ref.secret, key=ref.key)))
-        for name, ref in container.secret_env.items()
-    ]
-    env += [k8s.V1EnvVar(name=name, value=value) for name, value in container.env.items()]
-    return env
+def _run_execute(operator: BaseOperator, context: Any) -> Any:
+    """``operator.execute(context)`` from inside this task's ``execute``, as the task runner calls it.
 
-
-def _resources(resources: Resources) -> k8s.V1ResourceRequirements:
-    # Memory limit = request: a GPU server that swaps or gets OOM-killed late is worse than
-    # one refused up front. No CPU limit: CFS throttling shows up as token-latency spikes.
-    requests = {"cpu": resources.cpu, "memory": resources.memory}
-    limits = {"memory": resources.memory}
-    if resources.gpus:
-        # Extended resources must be requested and limited alike.
-        requests[GPU_RESOURCE] = limits[GPU_RESOURCE] = str(resources.gpus)
-    return k8s.V1ResourceRequirements(requests=requests, limits=limits)
-
-
-def _container_ports(container: Container, ports: Mapping[str, int]) -> list[k8s.V1ContainerPort]:
-    """Declare the port a container is probed on (documentation for Services and policies)."""
-    probe = container.readiness_probe
-    if probe is None:
-        return []
-    name = probe.port_env.lower().replace("_", "-")
-    return [k8s.V1ContainerPort(container_port=ports[probe.port_env], protocol="TCP",
-                                name=name if _PORT_NAME.match(name) and "--" not in name else None)]
-
-
-def _http_probe(probe: Probe, port: int, *, startup: bool) -> k8s.V1Probe:
-    action = k8s.V1HTTPGetAction(path=probe.path, port=port)
-    if startup:
-        # The whole start-up window (loading weights) is the startup probe's; the kubelet
-        # starts the main container only when it succeeds.
-        return k8s.V1Probe(http_get=action, initial_delay_seconds=probe.initial_delay_s,
-                           period_seconds=probe.period_s, timeout_seconds=probe.timeout_s,
-                           failure_threshold=probe.failure_threshold)
-    # After start-up a few failed checks are enough to take the server out of readiness.
-    return k8s.V1Probe(http_get=action, period_seconds=max(probe.period_s, 5), timeout_seconds=probe.timeout_s,
-                       failure_threshold=READINESS_FAILURE_THRESHOLD)
-
-
-def _native_sidecar(container: Container, ports: Mapping[str, int],
-                    mounts: list[k8s.V1VolumeMount]) -> k8s.V1Container:
-    probe = container.readiness_probe
-    port = ports[probe.port_env] if probe else None
-    sidecar = _init_container(container, ports, mounts)
-    sidecar.ports = _container_ports(container, ports)
-    # restartPolicy Always on an init container is what makes it a native sidecar: it
-    # starts before the main container, keeps running beside it and is stopped after it.
-    sidecar.restart_policy = "Always"
-    if probe and port:
-        sidecar.startup_probe = _http_probe(probe, port, startup=True)
-        sidecar.readiness_probe = _http_probe(probe, port, startup=False)
-    return sidecar
-
-
-def _init_container(container: Container, ports: Mapping[str, int],
-                    mounts: list[k8s.V1VolumeMount]) -> k8s.V1Container:
-    return k8s.V1Container(
-        name=container.name,
-        image=container.image,
-        command=list(container.command),
-        args=list(container.args),
-        env=_env(container, ports),
-        resources=_resources(container.resources),
-        volume_mounts=list(mounts),
-        security_context=container_security_context(),
-        termination_message_policy="FallbackToLogsOnError",
-    )
-
-
-def _volume(volume: Volume, model_cache_claim: str) -> k8s.V1Volume:
-    if not _DNS_LABEL.match(volume.name) or volume.name == XCOM_VOLUME:
-        raise PodJobError(f"volume {volume.name!r}: a Kubernetes volume name must be a DNS label "
-                          f"other than {XCOM_VOLUME!r} (reserved for the result volume)")
-    if volume.kind == "model_cache":
-        return k8s.V1Volume(name=volume.name, persistent_volume_claim=k8s.V1PersistentVolumeClaimVolumeSource(
-            claim_name=model_cache_claim))
-    if volume.kind == "shm":
-        # Memory-backed, and charged to the container's memory limit up to size_limit.
-        return k8s.V1Volume(name=volume.name, empty_dir=k8s.V1EmptyDirVolumeSource(
-            medium="Memory", size_limit=volume.size_limit))
-    return k8s.V1Volume(name=volume.name, empty_dir=k8s.V1EmptyDirVolumeSource(size_limit=volume.size_limit))
+    Airflow warns when an operator's ``execute`` is called by anything but the task runner
+    (nested operators); here the nesting is the design, so pass the runner's marker on.
+    """
+    try:
+        from airflow.sdk.bases.operator import ExecutorSafeguard
+    except ImportError:  # pragma: no cover - another Airflow: a warning in the log at worst
+        return operator.execute(context)
+    marker = {f"{type(operator).__name__}__sentinel": ExecutorSafeguard.sentinel_value}
+    return operator.execute(context, **marker)
 
 
 def render_pod_manifest(operator: PodJobKubernetesOperator,
@@ -312,15 +238,23 @@ def render_pod_manifest(operator: PodJobKubernetesOperator,
     With ``context`` (at least ``params``, or a full task context) the template fields are
     rendered first, as Airflow does before ``execute``; rendering is in place and final.
     """
+    from llmops.launch.kubernetes_pod import manifest
+
     if context is not None:
         operator.render_template_fields(dict(context))  # type: ignore[arg-type]
+    kubernetes_operator = operator.kubernetes_operator(dict(context) if context is not None else None)
     # Task-instance labels need a real task instance; a test context has none.
     ti_context = context if context is not None and "ti" in context else None
-    pod = operator.build_pod_request_obj(ti_context, dry_run=True)
-    return ApiClient().sanitize_for_serialization(pod)
+    return manifest(kubernetes_operator.build_pod_request_obj(ti_context, dry_run=True))
 
 
 def make_kubernetes_task(pod_job: PodJob, task_id: str, **operator_kwargs: Any) -> PodJobKubernetesOperator:
     """The Airflow task running ``pod_job`` on Kubernetes (``operator_kwargs`` go to the operator)."""
     pod_job.validate()
     return PodJobKubernetesOperator(task_id=task_id, pod_job=pod_job.to_dict(), **operator_kwargs)
+
+
+def mapped_kubernetes_task(*, task_id: str, pod_jobs: Any, **partial_kwargs: Any) -> Any:
+    """One task instance per pod-job dict in ``pod_jobs`` (an XComArg), on Kubernetes."""
+    kwargs = split_operator_kwargs({"task_id": task_id, **partial_kwargs})
+    return PodJobKubernetesOperator.partial(**kwargs).expand(pod_job=pod_jobs)
