@@ -602,3 +602,73 @@ def test_single_measurement_verdict_says_so() -> None:
     text = verdict.to_markdown()
     assert "Latency: single measurement.\n" in text and "rounds ms" not in text
     assert "| ttft_p99_ms | 200.0 | 200.0 | 500.0 | 1.0000 | 1.100 | pass |\n" in text
+
+
+# --- the eval job's rounds, as the gate takes them ---------------------------------------------------------------
+
+def _fake_measure(tpot_by_round: list[float]):
+    """A stand-in for measure_latency: round i reports tpot_by_round[i] (and records its calls)."""
+    calls: list[dict] = []
+
+    def measure(base_url: str, model: str, prompts: list, *, concurrency: int, max_tokens: int) -> dict[str, float]:
+        i = len(calls)
+        calls.append({"base_url": base_url, "model": model, "n": len(prompts), "concurrency": concurrency,
+                      "max_tokens": max_tokens})
+        return {"requests": float(len(prompts)), "errors": float(i % 2), "ttft_p50_ms": 10.0 + i,
+                "ttft_p99_ms": 40.0 + i, "tpot_p50_ms": 5.0, "tpot_p99_ms": tpot_by_round[i]}
+
+    return measure, calls
+
+
+def test_one_latency_round_is_the_single_measurement_unchanged() -> None:
+    from llmops.evals.latency import measure_latency_rounds
+
+    measure, calls = _fake_measure([22.0])
+    pauses: list[float] = []
+    result = measure_latency_rounds("http://x/v1", "m", [[]] * 32, rounds=1, measure=measure, sleep=pauses.append)
+    assert result == {"requests": 32.0, "errors": 0.0, "ttft_p50_ms": 10.0, "ttft_p99_ms": 40.0,
+                      "tpot_p50_ms": 5.0, "tpot_p99_ms": 22.0}
+    assert len(calls) == 1 and pauses == []
+
+
+def test_latency_rounds_report_each_round_and_their_medians() -> None:
+    from llmops.evals.latency import measure_latency_rounds
+
+    tpot = [62.0, 109.6, 58.3, 71.2, 66.0]
+    measure, calls = _fake_measure(tpot)
+    pauses: list[float] = []
+    result = measure_latency_rounds("http://x/v1", "m", [[]] * 32, rounds=5, concurrency=3, max_tokens=16,
+                                    pause_s=0.5, measure=measure, sleep=pauses.append)
+    assert len(calls) == 5 and {c["concurrency"] for c in calls} == {3} and {c["max_tokens"] for c in calls} == {16}
+    assert pauses == [0.5] * 4  # between rounds, not before the first or after the last
+    assert [r["tpot_p99_ms"] for r in result["rounds"]] == tpot
+    assert result["requests"] == 160.0 and result["errors"] == 2.0 and result["latency_rounds"] == 5.0
+    assert result["tpot_p99_ms"] == 66.0 and result["ttft_p99_ms"] == 42.0
+    # What the gate makes of it: the same medians, every round kept.
+    measured = LatencyMeasurement.from_rounds("cpu", result["rounds"])
+    assert (measured.ttft_p99_ms, measured.tpot_p99_ms, measured.round_count) == (42.0, 66.0, 5)
+    assert json.loads(json.dumps(result)) == result  # the job's return.json carries it as is
+
+
+def test_latency_rounds_refuse_zero() -> None:
+    from llmops.evals.latency import measure_latency_rounds
+
+    with pytest.raises(ValueError, match="rounds must be >= 1"):
+        measure_latency_rounds("http://x/v1", "m", [], rounds=0)
+
+
+@pytest.mark.parametrize(("requested", "hardware_class", "expected"), [
+    (None, "cpu", 5),        # the pod job's class decides: the embedded class is judged on 5 rounds
+    (None, "h100x1", 1),     # a GPU class: a single measurement, as before
+    (None, None, 1),         # no class known (a job run by hand): a single measurement
+    (3, "cpu", 3),           # an explicit --latency-rounds wins (the gate then names the mismatch)
+])
+def test_the_eval_job_measures_the_rounds_its_class_declares(requested: int | None, hardware_class: str | None,
+                                                              expected: int) -> None:
+    from llmops.jobs.evaluate import latency_rounds, parse_args
+
+    assert latency_rounds(requested, hardware_class) == expected
+    assert parse_args(["--evalset", "x.yaml", "--model", "m"]).latency_rounds is None
+    assert parse_args(["--evalset", "x.yaml", "--model", "m", "--latency-rounds", "5"]).latency_rounds == 5
+    with pytest.raises(SystemExit):
+        parse_args(["--evalset", "x.yaml", "--model", "m", "--latency-rounds", "0"])

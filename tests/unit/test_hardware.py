@@ -315,6 +315,12 @@ def test_gpu_classes_are_judged_on_a_single_measurement() -> None:
         assert (slo.shared_cpu, slo.latency_rounds) == (False, 1), name
 
 
+def test_the_embedded_cpu_class_declares_shared_cpu_and_an_odd_number_of_rounds() -> None:
+    slo = load_hardware_class("cpu", CONFIGS).slo
+    assert slo.shared_cpu is True
+    assert slo.latency_rounds >= 3 and slo.latency_rounds % 2 == 1
+
+
 def test_shared_cpu_class_with_rounds_loads(tmp_path: Path) -> None:
     data = _raw("cpu")
     data["slo"].update(shared_cpu=True, latency_rounds=3)
