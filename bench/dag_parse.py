@@ -3,12 +3,12 @@
 Airflow's dag-processor parses every DAG file again and again, each time in a fresh process
 forked from one that has imported Airflow: whatever a DAG file imports at top level (and
 whatever the operators it builds import) is paid on every parse. For each launcher
-(``LLMOPS_LAUNCHER=local`` and ``kubernetes``) this starts a fresh interpreter that imports
-Airflow (about 3 s: the baseline no DAG file avoids, not timed) and then, per DAG file, forks a
-fresh child, as the dag-processor does, that builds a ``DagBag`` of that single file: the
-time of that is the file's cold parse time. An empty DAG file is parsed the same way as the
-baseline. Each measurement is the median of ``--repeat`` runs (the launchers alternate, so
-load on a shared machine hits both alike).
+(``LLMOPS_LAUNCHER=local`` and ``kubernetes``) each DAG file is parsed in a fresh child
+process, forked (as the dag-processor does) from an interpreter that has imported Airflow
+(about 3 s: the baseline no DAG file avoids, not timed); the child builds a ``DagBag`` of that
+single file, and the time of that is the file's cold parse time. An empty DAG file is parsed
+the same way as the baseline. Each measurement is the median of ``--repeat`` runs; a file's two
+launchers are parsed one right after the other, so load on a shared machine hits both alike.
 
 It prints, per file, both launchers' times, each against the empty file, and the ratio
 kubernetes/local, and exits non-zero when a file's ratio exceeds 2.0, a file fails to import,
@@ -52,7 +52,7 @@ with DAG("empty", schedule=None):
     pass
 '''
 
-# Runs in a fresh interpreter: imports Airflow once, then forks one child per DAG file.
+# Runs in a fresh interpreter: imports Airflow once, then forks one child per (DAG file, launcher).
 PARSER = r"""
 import json, os, sys, time
 
@@ -98,11 +98,12 @@ def parse(path):
             "heavy": {h: watch.by.get(h, "dag") for h in heavy}}
 
 
-for path in sys.argv[2:]:
+for path, launcher in json.loads(sys.argv[2]):
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: a fresh process for this file, as the dag-processor's
         os.close(read_end)
+        os.environ["LLMOPS_LAUNCHER"] = launcher  # read when the DAG file builds its tasks
         try:
             result = parse(path)
         except BaseException as exc:  # report, never fall back into the parent's loop
@@ -114,9 +115,8 @@ for path in sys.argv[2:]:
     with os.fdopen(read_end) as inp:
         data = inp.read()
     os.waitpid(pid, 0)
-    print("RESULT " + json.dumps({"path": path, **json.loads(data or '{"seconds": 0, "dags": 0, '
-                                                           '"errors": {"parse": ["no result"]}, "heavy": {}}')}),
-          flush=True)
+    result = json.loads(data) if data else {"seconds": 0.0, "dags": 0, "errors": {"parse": ["no result"]}, "heavy": {}}
+    print("RESULT " + json.dumps({"path": path, "launcher": launcher, **result}), flush=True)
 """
 
 
@@ -144,10 +144,10 @@ class Parse:
         return sorted(m for m, by in self.heavy.items() if by == "airflow")
 
 
-def parser_env(launcher: str, airflow_home: str | None = None) -> dict[str, str]:
-    """The environment of the parsing interpreter for ``launcher``."""
+def parser_env(airflow_home: str | None = None) -> dict[str, str]:
+    """The environment of the parsing interpreter (each child sets ``LLMOPS_LAUNCHER``)."""
     env = dict(os.environ)
-    env["LLMOPS_LAUNCHER"] = launcher
+    env["LLMOPS_LAUNCHER"] = LAUNCHERS[0]  # valid while Airflow is imported; set per child
     for name, image in PLACEHOLDER_IMAGES.items():
         env.setdefault(name, image)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "plugins"), env.get("PYTHONPATH")]))
@@ -157,21 +157,26 @@ def parser_env(launcher: str, airflow_home: str | None = None) -> dict[str, str]
     return env
 
 
-def parse_cold(paths: Sequence[Path], launcher: str, results: dict[str, Parse] | None = None,
-               *, airflow_home: str | None = None, timeout_s: float = 600) -> dict[str, Parse]:
-    """Parse each of ``paths`` once in a fresh child process under ``launcher``; add to ``results``."""
+def parse_cold(paths: Sequence[Path], launchers: Sequence[str] = LAUNCHERS,
+               results: dict[str, dict[str, Parse]] | None = None, *, airflow_home: str | None = None,
+               timeout_s: float = 900) -> dict[str, dict[str, Parse]]:
+    """Parse each of ``paths`` once per launcher, each in a fresh child process.
+
+    Returns (or adds to) ``results[launcher][file name]``. A file's launchers are parsed one
+    right after the other, in the order given.
+    """
     results = {} if results is None else results
+    jobs = [(str(path), launcher) for path in paths for launcher in launchers]
     with tempfile.TemporaryDirectory(prefix="dag-parse-home-") as home:
-        proc = subprocess.run([sys.executable, "-c", PARSER, json.dumps(HEAVY), *map(str, paths)],
+        proc = subprocess.run([sys.executable, "-c", PARSER, json.dumps(HEAVY), json.dumps(jobs)],
                               capture_output=True, text=True, cwd=ROOT, timeout=timeout_s,
-                              env=parser_env(launcher, airflow_home or home))
+                              env=parser_env(airflow_home or home))
     lines = [line[len("RESULT "):] for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    if proc.returncode != 0 or len(lines) != len(paths):
-        raise RuntimeError(f"parsing under LLMOPS_LAUNCHER={launcher} failed (exit {proc.returncode}):\n"
-                           f"{proc.stderr[-3000:]}")
+    if proc.returncode != 0 or len(lines) != len(jobs):
+        raise RuntimeError(f"parsing the DAG files failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     for line in lines:
         data = json.loads(line)
-        parse = results.setdefault(Path(data["path"]).name, Parse())
+        parse = results.setdefault(data["launcher"], {}).setdefault(Path(data["path"]).name, Parse())
         parse.seconds.append(data["seconds"])
         parse.dags = data["dags"]
         parse.errors.update(data["errors"])
@@ -191,10 +196,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="dag-parse-") as tmp:
         empty = Path(tmp) / "empty_dag.py"
         empty.write_text(EMPTY_DAG)
-        per_launcher: dict[str, dict[str, Parse]] = {launcher: {} for launcher in LAUNCHERS}
-        for _ in range(args.repeat):
-            for launcher in LAUNCHERS:  # alternate: load on a shared machine hits both alike
-                parse_cold([empty, *files], launcher, per_launcher[launcher], airflow_home=tmp)
+        per_launcher: dict[str, dict[str, Parse]] = {}
+        for run in range(args.repeat):  # which launcher goes first alternates too
+            parse_cold([empty, *files], LAUNCHERS[::-1] if run % 2 else LAUNCHERS, per_launcher, airflow_home=tmp)
     base = {launcher: per_launcher[launcher].pop(empty.name) for launcher in LAUNCHERS}
 
     print(f"Cold parse, a fresh process per DAG file (median of {args.repeat}; Airflow imported beforehand)")

@@ -54,7 +54,7 @@ def test_ui_params_are_typed(dagbag) -> None:
 @pytest.fixture(scope="module")
 def cold_parses() -> dict[str, dict[str, Parse]]:
     """Each DAG file parsed in a fresh process (as the dag-processor does), under each launcher."""
-    return {launcher: parse_cold(DAG_FILES, launcher) for launcher in LAUNCHERS}
+    return parse_cold(DAG_FILES, LAUNCHERS)
 
 
 @pytest.mark.parametrize("launcher", LAUNCHERS)
@@ -78,7 +78,7 @@ def test_heavy_import_check_tells_the_dag_file_from_airflow(tmp_path: Path) -> N
     asset = tmp_path / "asset.py"
     asset.write_text("from airflow.sdk import DAG, Asset\n"
                      "with DAG('asset', schedule=[Asset(name='a', uri='s3://bucket/key')]):\n    pass\n")
-    parses = parse_cold([direct, asset], "local")
+    parses = parse_cold([direct, asset], ["local"])["local"]
     assert {"boto3", "botocore", "kubernetes"} <= set(parses["direct.py"].heavy_by_dag)
     assert parses["asset.py"].heavy_by_dag == []
     assert "boto3" in parses["asset.py"].heavy_by_airflow
