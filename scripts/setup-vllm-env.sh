@@ -9,6 +9,8 @@
 #                    https://download.pytorch.org/whl/cpu (never added by default:
 #                    an unreachable index would hang offline machines)
 #   REFRESH_LOCK=1   resolve without the lock's constraints and rewrite requirements-vllm.lock
+#   UV               the uv binary installing the locked set (default: the Airflow venv's pinned
+#                    uv, .venv/bin/uv, when present: about 8x faster than pip here); set UV= to use pip
 #
 # Idempotent: a stamp file in the venv holds a hash of requirements-vllm.txt, the lock
 # and this script; when it matches, the script exits at once.
@@ -63,14 +65,24 @@ fi
 
 LOG="$(mktemp)"
 trap 'rm -f "$LOG"' EXIT
-echo "==> pip ${PIP_ARGS[*]}"
-# Keep the full log for the error check; hide the per-package index-location warnings.
+UV="${UV-$REPO/.venv/bin/uv}"
 set +e
-"$PY" -m pip "${PIP_ARGS[@]}" --progress-bar off 2>&1 | tee "$LOG" | grep -vE "^WARNING: Location '"
+if [[ -n "$UV" && -x "$UV" && -f "$LOCK" && -z "${REFRESH_LOCK:-}" ]]; then
+  # The same locked pins, installed by uv; it reads pip's find-links folder only when told.
+  UV_ARGS=(pip install --python "$PY" -r "$REQS" -c "$LOCK")
+  [[ -n "${PIP_FIND_LINKS:-}" ]] && UV_ARGS+=(--find-links "$PIP_FIND_LINKS")
+  [[ -n "${TORCH_INDEX_URL:-}" ]] && UV_ARGS+=(--extra-index-url "$TORCH_INDEX_URL" --index-strategy unsafe-best-match)
+  echo "==> uv ${UV_ARGS[*]}"
+  "$UV" "${UV_ARGS[@]}" 2>&1 | tee "$LOG"
+else
+  echo "==> pip ${PIP_ARGS[*]}"
+  # Keep the full log for the error check; hide the per-package index-location warnings.
+  "$PY" -m pip "${PIP_ARGS[@]}" --progress-bar off 2>&1 | tee "$LOG" | grep -vE "^WARNING: Location '"
+fi
 PIP_STATUS=${PIPESTATUS[0]}
 set -e
 if [[ "$PIP_STATUS" -ne 0 ]]; then
-  if grep -qiE "(no matching distribution|could not find a version).*torch|^ERROR: Cannot install.*torch==" "$LOG"; then
+  if grep -qiE "(no matching distribution|could not find a version).*torch|^ERROR: Cannot install.*torch==|torch==2\.13\.0\+cpu.*(not found|no version)|no version of torch" "$LOG"; then
     cat >&2 <<MSG
 
 ERROR: pip could not find torch==2.13.0+cpu (PyPI does not serve the +cpu builds).
