@@ -1,7 +1,12 @@
-"""CLI: ``python -m llmops.modelmaker --out DIR [--variants good,better,degraded] [--force]``.
+"""CLI of the model maker.
 
-Runs in the vLLM environment (needs torch and transformers). Prints one JSON summary
-line per checkpoint (variant, seed, steps, scores, wall seconds).
+``python -m llmops.modelmaker [train] --out DIR [--variants good,better,degraded] [--force]``
+trains the checkpoints (the vLLM environment: needs torch and transformers), printing
+progress while it works and one JSON summary line per checkpoint (variant, seed, steps,
+scores).
+
+``python -m llmops.modelmaker install|verify|ship ...`` handle the checkpoints shipped in
+``include/models/tiny-chat`` (standard library only, any Python; see ``shipped.py``).
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -21,7 +27,14 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse arguments, make the checkpoints, print a summary."""
+    """Dispatch ``install``/``verify``/``ship``; otherwise make the checkpoints and print a summary."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("install", "verify", "ship"):
+        from llmops.modelmaker import shipped
+
+        return shipped.main(argv[0], argv[1:])
+    if argv and argv[0] == "train":
+        argv = argv[1:]
     from llmops.modelmaker.maker import VARIANTS, default_evalset, make
 
     parser = argparse.ArgumentParser(prog="python -m llmops.modelmaker", description=__doc__)
@@ -41,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     metas = make(args.out, variants, args.evalset, force=args.force)
     for variant, meta in metas.items():
-        summary = {k: meta[k] for k in ("variant", "seed", "steps", "scores", "wall_seconds")}
+        summary = {k: meta[k] for k in ("variant", "seed", "steps", "scores")}
         print(json.dumps({"path": str(args.out / variant), **summary}))
     print(f"[modelmaker] done in {time.monotonic() - started:.1f} s")
     return 0

@@ -196,7 +196,7 @@ class _Snapshotter:
         target = self.work / name
         shutil.rmtree(target, ignore_errors=True)
         train.save_checkpoint(model, tokenizer, target)
-        scores, _ = train.evaluate_dir(target, self.items)
+        scores, _ = train.evaluate_dir(target, self.items, progress_s=5.0)
         return scores
 
     def record(
@@ -217,9 +217,7 @@ class _Snapshotter:
             "corrupted_category": self.cfg.degraded_category if variant == "degraded" else None,
             "scores": scores,
             "scorer": "hf_greedy",
-            "train_seconds": round(t["train"], 1),
-            "eval_seconds": round(t["eval"], 1),
-            "wall_seconds": round(t["train"] + t["eval"], 1),
+            # No wall times or paths: maker.json is shipped and compared byte for byte with a rebuild.
         }
         print(
             f"[modelmaker] seed {self.seed} {variant} @ step {step}: {scores} ({t['train'] + t['eval']:.1f} s)",
@@ -235,6 +233,7 @@ def _run_seed(
     from llmops.modelmaker.tokenizer import build_tokenizer
 
     train.set_threads(cfg.threads)
+    print(f"[modelmaker] seed {seed}: building the tokenizer and the model", flush=True)
     exclude = tasks.eval_prompts(items)
     corpus = list(itertools.islice(tasks.training_stream(cfg.tokenizer_seed, exclude), cfg.tokenizer_corpus))
     tokenizer = build_tokenizer(corpus, cfg.tokenizer_merges)
@@ -253,6 +252,7 @@ def _run_seed(
         return loss
 
     def scored(name: str) -> dict[str, float]:
+        print(f"[modelmaker] seed {seed}: scoring {name} at step {step} ({len(items)} eval items)", flush=True)
         began = time.monotonic()
         scores = snaps.snapshot(model, tokenizer, name)
         timing["eval"] += time.monotonic() - began
@@ -269,6 +269,8 @@ def _run_seed(
         scores = scored("probe")
         if good_band(cfg, scores):
             snaps.record("good", "probe", scores, step, loss, timing)
+        else:
+            print(f"[modelmaker] seed {seed}: probe @ step {step} not in the good band: {scores}", flush=True)
     if "better" in stages:
         timing = {"train": 0.0, "eval": 0.0}
         print(f"[modelmaker] seed {seed}: training better (to step {cfg.total_steps})", flush=True)

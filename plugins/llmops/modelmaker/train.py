@@ -149,13 +149,19 @@ def train_steps(
     lr_at: Callable[[int], float],
     grad_clip: float,
     log_every: int = 500,
+    progress_s: float = 5.0,
 ) -> float:
-    """Run the optimisation ``steps`` (absolute step numbers); return the last mean loss."""
+    """Run the optimisation ``steps`` (absolute step numbers); return the last mean loss.
+
+    The returned loss is the mean since the last ``log_every`` boundary (a step count, so
+    it is deterministic); a progress line is also printed at least every ``progress_s``
+    seconds of wall time (printing only, it changes nothing computed).
+    """
     import torch
 
     model.train()
     running, count, last = 0.0, 0, float("nan")
-    started = time.monotonic()
+    started = shown = time.monotonic()
     for step in steps:
         ids, labels = next(data)
         for group in optimizer.param_groups:
@@ -175,13 +181,24 @@ def train_steps(
             rate = count / (time.monotonic() - started)
             print(f"  step {step + 1}: loss {last:.4f} lr {lr_at(step):.2e} ({rate:.1f} steps/s)", flush=True)
             running, count, started = 0.0, 0, time.monotonic()
+            shown = started
+        elif time.monotonic() - shown >= progress_s:
+            shown = time.monotonic()
+            rate = count / max(1e-9, shown - started)
+            print(f"  step {step + 1}/{steps.stop}: loss {running / count:.4f} ({rate:.1f} steps/s)", flush=True)
     if count:
         last = running / count
     model.eval()
     return last
 
 
-def greedy_answers(model: LlamaForCausalLM, tokenizer: Any, prompts: list[str], max_new_tokens: int = 32) -> list[str]:
+def greedy_answers(
+    model: LlamaForCausalLM,
+    tokenizer: Any,
+    prompts: list[str],
+    max_new_tokens: int = 32,
+    progress_s: float | None = None,
+) -> list[str]:
     """HF greedy decoding with the chat template applied, one answer per prompt.
 
     ``tokenizer`` is the transformers tokenizer loaded from the checkpoint. Prompts are
@@ -203,6 +220,7 @@ def greedy_answers(model: LlamaForCausalLM, tokenizer: Any, prompts: list[str], 
     answers = [""] * len(prompts)
     eos = tokenizer.convert_tokens_to_ids(IM_END)
     pad = tokenizer.convert_tokens_to_ids(PAD)
+    done, shown = 0, time.monotonic()
     with torch.no_grad():
         for length, indices in sorted(groups.items()):
             for start in range(0, len(indices), 128):
@@ -218,17 +236,27 @@ def greedy_answers(model: LlamaForCausalLM, tokenizer: Any, prompts: list[str], 
                 )
                 for row, i in enumerate(chunk):
                     answers[i] = tokenizer.decode(out[row, length:], skip_special_tokens=True)
+                done += len(chunk)
+                if progress_s is not None and time.monotonic() - shown >= progress_s:  # printing only
+                    shown = time.monotonic()
+                    print(f"  answered {done}/{len(prompts)} prompts", flush=True)
     return answers
 
 
-def evaluate_dir(model_dir: Path, items: list[dict[str, Any]]) -> tuple[dict[str, float], list[str]]:
-    """Load a saved checkpoint with transformers and score it on eval ``items``."""
+def evaluate_dir(
+    model_dir: Path, items: list[dict[str, Any]], progress_s: float | None = None
+) -> tuple[dict[str, float], list[str]]:
+    """Load a saved checkpoint with transformers and score it on eval ``items``.
+
+    ``progress_s``: print how many prompts are answered every that many seconds (None: quiet,
+    for callers whose stdout is JSON).
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="float32")
     prompts = [item["messages"][-1]["content"] for item in items]
-    answers = greedy_answers(model, tokenizer, prompts)
+    answers = greedy_answers(model, tokenizer, prompts, progress_s=progress_s)
     return category_scores(items, answers), answers
 
 
