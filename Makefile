@@ -64,9 +64,20 @@ system-deps:
 vllm-env:
 	bash scripts/setup-vllm-env.sh $(VLLM_VENV)
 
-# The project's own small models (cached: a second run is a no-op).
-models: vllm-env
-	PYTHONPATH=plugins $(VLLM_VENV)/bin/python -m llmops.modelmaker --out $(MODELS_DIR)/tiny-chat
+# The project's own small models: the model maker's checkpoints are shipped in the repository
+# (SHIPPED_MODELS, with SHA256SUMS); `models` copies and verifies them (no training, no torch,
+# seconds; a second run is a no-op) and `make test` rebuilds them bit for bit (tests/modelmaker).
+# vllm-env stays a prerequisite: `up`, `serve` and `test` get the vLLM runtime through it.
+SHIPPED_MODELS := include/models/tiny-chat
+models: venv vllm-env
+	$(RUN) -m llmops.modelmaker install --from $(SHIPPED_MODELS) --out $(MODELS_DIR)/tiny-chat
+
+# Retrain the checkpoints from scratch (about 5 min on 2 cores) and refresh the shipped copy and
+# its SHA256SUMS: after changing the maker (its code or config is hashed into maker.json), then commit.
+.PHONY: models-rebuild
+models-rebuild: vllm-env
+	PYTHONPATH=plugins $(VLLM_VENV)/bin/python -m llmops.modelmaker train --force --out $(MODELS_DIR)/tiny-chat
+	PYTHONPATH=plugins $(VLLM_VENV)/bin/python -m llmops.modelmaker ship --from $(MODELS_DIR)/tiny-chat --to $(SHIPPED_MODELS)
 
 bench: venv
 	$(RUN) bench/dag_parse.py
