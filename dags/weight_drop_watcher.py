@@ -44,10 +44,10 @@ with DAG(
     @task(task_id="claim_drops")
     def claim_drops(drops: list[dict], run_id: str | None = None) -> list[dict]:
         """Claim each drop (conditional write); only drops claimed by this run start a refresh."""
-        from llmops.refresh.drop_sensor import S3_CONN_ID, _s3_client
+        from llmops.io.s3 import client_from_connection
         from llmops.refresh.drop_watch import Drop, claim
 
-        s3 = _s3_client(S3_CONN_ID)
+        s3 = client_from_connection()
         claimed = []
         for data in drops:
             drop = Drop(**{k: data[k] for k in ("bucket", "model", "revision", "identity", "manifest_etag",

@@ -157,6 +157,30 @@ def test_no_import_cycle_between_modules() -> None:
             pytest.fail("import cycle: " + " -> ".join(cycle))
 
 
+def test_every_imported_name_exists() -> None:
+    """A moved or renamed name breaks a lazy import only when the task runs: catch it here."""
+    import importlib
+
+    broken = []
+    files = [*(p for m, p in MODULES.items() if _top(m) != SELF_CONTAINED), *DAG_FILES,
+             *sorted((ROOT / "tests").rglob("*.py")), *sorted((ROOT / "bench").glob("*.py"))]
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not (isinstance(node, ast.ImportFrom) and node.level == 0 and node.module
+                    and (node.module == "llmops" or node.module.startswith("llmops."))
+                    and _top(node.module) != SELF_CONTAINED):
+                continue
+            try:
+                module = importlib.import_module(node.module)
+            except ImportError as exc:
+                broken.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.module}: {exc}")
+                continue
+            for alias in node.names:
+                if not hasattr(module, alias.name) and f"{node.module}.{alias.name}" not in MODULES:
+                    broken.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.module} has no {alias.name}")
+    assert not broken, "imports that fail at run time:\n" + "\n".join(broken)
+
+
 def _python_files() -> Iterator[Path]:
     yield from (p for m, p in MODULES.items() if _top(m) != SELF_CONTAINED)
     yield from DAG_FILES

@@ -20,14 +20,8 @@ from airflow.sdk import DAG
 from llmops.config import settings as settings_mod
 from llmops.core.hardware import load_hardware_class
 from llmops.core.podjob import Container, PodJob, PodJobError, Resources, SecretEnv, Volume
-from llmops.launch.kubernetes import (
-    IMAGE_PULL_MARGIN_S,
-    MODEL_CACHE_CLAIM,
-    PodJobKubernetesOperator,
-    UnpinnedImageError,
-    make_kubernetes_task,
-    render_pod_manifest,
-)
+from llmops.launch.kubernetes import PodJobKubernetesOperator, make_kubernetes_task, render_pod_manifest
+from llmops.launch.pod_policy import IMAGE_PULL_MARGIN_S, MODEL_CACHE_CLAIM, UnpinnedImageError
 from llmops.serving.vllm import pool_kwargs, serving_pod_job, vllm_sidecar
 
 VLLM_IMAGE = "docker.io/vllm/vllm-openai@sha256:" + "a1" * 32

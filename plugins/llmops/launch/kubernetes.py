@@ -35,86 +35,19 @@ from __future__ import annotations
 
 import functools
 import inspect
-import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
 from llmops.config import settings as settings_mod
-from llmops.config.images import image_repository, is_pinned_by_digest
-from llmops.core.podjob import PodJob, PodJobError
+from llmops.config.images import image_repository
+from llmops.core.podjob import PodJob
+from llmops.launch.pod_policy import MODEL_CACHE_CLAIM, refuse_unpinned_images
 
 if TYPE_CHECKING:
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
     from kubernetes.client import models as k8s
-
-MODEL_CACHE_CLAIM = "llmops-model-cache"
-"""PersistentVolumeClaim mounted for ``model_cache`` volumes (operator argument ``model_cache_claim``)."""
-
-RUN_AS_USER = 1000
-RUN_AS_GROUP = 1000
-FS_GROUP = 1000
-
-IMAGE_PULL_MARGIN_S = 600
-"""Time allowed for pulling images before sidecar start-up: a CUDA vLLM image is ~10 GB."""
-
-READINESS_FAILURE_THRESHOLD = 3
-GPU_RESOURCE = "nvidia.com/gpu"
-XCOM_VOLUME = "xcom"  # added by KubernetesPodOperator for do_xcom_push; not available to jobs
-
-_DEFAULT_STARTUP_TIMEOUT_S = 120
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_PORT_NAME = re.compile(r"^(?=.*[a-z])[a-z0-9]([-a-z0-9]{0,13}[a-z0-9])?$")
-
-
-class UnpinnedImageError(PodJobError):
-    """An image is not pinned by digest; the message names the container, image and setting."""
-
-
-def refuse_unpinned_images(job: Mapping[str, Any], image_settings: Mapping[str, str],
-                           *, skip_templated: bool = False) -> None:
-    """Raise :class:`UnpinnedImageError` for the first container image not pinned by digest.
-
-    ``job`` is the dict form; ``image_settings`` maps an image repository to the setting that
-    chooses it (``LLMOPS_VLLM_IMAGE``...). ``skip_templated`` leaves images that hold Jinja
-    for the check after rendering.
-    """
-    for container in (*job.get("init_containers", ()), *job.get("sidecars", ()), job["main"]):
-        image = str(container.get("image", ""))
-        if is_pinned_by_digest(image) or (skip_templated and "{{" in image):
-            continue
-        repo = image_repository(image)
-        setting = image_settings.get(repo) or (
-            "LLMOPS_VLLM_IMAGE" if tuple(container.get("command", ()))[:1] == ("vllm",) else "LLMOPS_JOBS_IMAGE"
-        )
-        raise UnpinnedImageError(
-            f"pod job {job.get('name')!r}, container {container.get('name')!r}: image {image!r} is not "
-            f"pinned by digest; the kubernetes launcher runs only repo@sha256:<64 hex> images. "
-            f"Set {setting}={repo}@sha256:<digest> (the digest of the tested image, e.g. from "
-            f"`docker buildx imagetools inspect {image}`)"
-        )
-
-
-def startup_timeout_s(job: Mapping[str, Any]) -> int:
-    """Seconds the operator waits for the pod to leave ``Pending``.
-
-    With native sidecars the pod stays ``Pending`` until every sidecar's startup probe passes,
-    so the KubernetesPodOperator's default of 120 s would fail a task whose vLLM is still
-    loading weights. Budget: image pulls plus each sidecar's whole startup-probe window.
-    """
-    budget = IMAGE_PULL_MARGIN_S
-    for sidecar in job.get("sidecars", ()):
-        probe = sidecar.get("readiness_probe")
-        if not probe:
-            continue
-        try:
-            budget += int(probe.get("initial_delay_s", 0)) + int(probe.get("period_s", 2)) * int(
-                probe.get("failure_threshold", 150))
-        except (TypeError, ValueError):  # a templated value: render-time numbers are unknown here
-            budget += 900
-    return max(budget, _DEFAULT_STARTUP_TIMEOUT_S)
-
 
 @functools.cache
 def _base_operator_params() -> frozenset[str]:

@@ -9,14 +9,14 @@ Kubernetes client cost about 2.4 s to import, which a DAG file must not pay at p
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 from kubernetes.client import ApiClient
 from kubernetes.client import models as k8s
 
 from llmops.core.podjob import Container, PodJob, PodJobError, Probe, Resources, Volume
-from llmops.launch.kubernetes import (
+from llmops.launch.pod_policy import (
     _DNS_LABEL,
     _PORT_NAME,
     FS_GROUP,
@@ -29,8 +29,23 @@ from llmops.launch.kubernetes import (
     startup_timeout_s,
 )
 
-if TYPE_CHECKING:
-    from llmops.launch.kubernetes import PodJobKubernetesOperator
+
+class PodJobTask(Protocol):
+    """What :func:`build_pod_operator` reads of the Airflow task
+    (:class:`llmops.launch.kubernetes.PodJobKubernetesOperator`)."""
+
+    task_id: str
+    pod_job: dict[str, Any]
+    image_settings: Mapping[str, str]
+    kubernetes_kwargs: Mapping[str, Any]
+    model_cache_claim: str
+    do_xcom_push: bool
+    multiple_outputs: bool
+    execution_timeout: Any
+
+    def get_template_env(self) -> Any:
+        """The task's Jinja environment."""
+        ...
 
 
 def container_security_context() -> k8s.V1SecurityContext:
@@ -58,7 +73,7 @@ def pod_security_context() -> k8s.V1PodSecurityContext:
     )
 
 
-def build_pod_operator(task: PodJobKubernetesOperator,
+def build_pod_operator(task: PodJobTask,
                        context: Mapping[str, Any] | None = None) -> KubernetesPodOperator:
     """The ``KubernetesPodOperator`` that runs ``task``'s pod job.
 
