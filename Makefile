@@ -8,7 +8,7 @@ UV_VERSION := 0.13.9
 PY := $(VENV)/bin/python
 RUN := PYTHONPATH=plugins $(PY)
 
-.PHONY: up run smoke down status serve test lint venv vllm-env models system-deps bench lock clean
+.PHONY: up run smoke down status serve test lint venv vllm-env models system-deps test-deps bench lock clean
 
 ## up: set everything up, start the platform and run the main job on it
 up: venv models system-deps
@@ -35,7 +35,7 @@ serve: venv models system-deps
 	$(RUN) -m llmops.embedded serve
 
 ## test: set everything up and run the whole test suite
-test: venv models system-deps
+test: venv models test-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff check --preview --select AIR dags plugins
 	$(RUN) -m pytest
@@ -56,12 +56,15 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
 system-deps:
 	@command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light)
-	@# Headless Chromium renders the weekly drift report's HTML in the tests (a screenshot).
+
+# Headless Chromium renders the weekly drift report's HTML in the tests (a screenshot); only
+# `make test` needs it, so a first `make up` does not wait for a browser install.
+test-deps: system-deps
 	@command -v chromium >/dev/null 2>&1 || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
 # vLLM lives in its own environment (a separate image in production).
-vllm-env:
+vllm-env: venv
 	bash scripts/setup-vllm-env.sh $(VLLM_VENV)
 
 # The project's own small models: the model maker's checkpoints are shipped in the repository
