@@ -78,7 +78,9 @@ def test_cpu_class_is_the_embedded_default() -> None:
     assert hw.vllm.dtype == "float32" and hw.vllm.max_model_len == 512
     assert "--enforce-eager" in hw.vllm.extra_args
     assert hw.vllm.env == {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_NO_USAGE_STATS": "1",
-                           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+                           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+                           # two engines in one canary pod must not share one pinned core
+                           "VLLM_CPU_OMP_THREADS_BIND": "nobind", "OMP_NUM_THREADS": "1"}
     assert not hw.tolerations
     assert hw.pool_slots == 1
 
