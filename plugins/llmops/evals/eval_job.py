@@ -17,6 +17,8 @@ def evaluation_pod_job(settings: Settings, hw: HardwareClass, *, name: str, mode
     """Serve ``model_path`` with vLLM on ``hw`` and run the eval job against it."""
     args = ["--evalset", evalset, "--model", served_model_name, "--experiment", experiment,
             "--limit-per-category", limit_per_category, "--latency-requests", str(latency_requests),
+            # A shared-CPU class is judged on the median of several rounds (its slo.latency_rounds).
+            "--latency-rounds", str(hw.slo.latency_rounds),
             "--tag", f"hardware_class={hw.name}", "--tag", f"hardware_config_hash={hw.config_hash}"]
     for key, value in (tags or {}).items():
         args += ["--tag", f"{key}={value}"]
