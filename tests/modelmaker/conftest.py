@@ -1,4 +1,5 @@
-"""Fixtures for the model-maker tests: the vLLM venv and the made checkpoints.
+"""Fixtures for the model-maker tests: the vLLM venv, the shipped checkpoints (installed)
+and a from-scratch rebuild of them.
 
 The Airflow test environment has no torch: everything that needs torch, transformers
 or vLLM runs as a subprocess of the vLLM venv's python. A missing venv is a failure,
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 EVALSET = ROOT / "include" / "evalsets" / "synthetic_chat_v1.jsonl"
+SHIPPED = ROOT / "include" / "models" / "tiny-chat"
 VARIANTS = ("good", "better", "degraded")
 
 
@@ -64,9 +67,29 @@ def venv_python() -> Path:
 
 
 @pytest.fixture(scope="session")
-def models_dir(venv_python: Path) -> Path:
-    """The checkpoints made by the model maker (cached: a no-op when `make models` ran)."""
+def shipped_dir() -> Path:
+    """The checkpoints shipped in the repository, with their SHA256SUMS."""
+    return SHIPPED
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    """The shipped checkpoints installed where `make models` puts them (a verified no-op when it ran).
+
+    Installing needs no torch: it runs with this (the Airflow venv's) python.
+    """
     out = Path(os.environ.get("LLMOPS_MODELS_DIR", ROOT / ".data" / "models")) / "tiny-chat"
+    cmd = [sys.executable, "-m", "llmops.modelmaker", "install", "--from", str(SHIPPED), "--out", str(out)]
+    proc = subprocess.run(cmd, env=_venv_env(), capture_output=True, text=True, timeout=300, check=False)
+    if proc.returncode != 0:
+        pytest.fail(f"installing the shipped checkpoints failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return out
+
+
+@pytest.fixture(scope="session")
+def rebuilt_dir(venv_python: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The checkpoints rebuilt by the model maker from scratch in a temporary folder (about 5 min)."""
+    out = tmp_path_factory.mktemp("rebuilt") / "tiny-chat"
     cmd = [str(venv_python), "-m", "llmops.modelmaker", "--out", str(out), "--variants", ",".join(VARIANTS)]
     proc = subprocess.run(cmd, env=_venv_env(), capture_output=True, text=True, timeout=1800, check=False)
     if proc.returncode != 0:
