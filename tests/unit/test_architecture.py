@@ -247,6 +247,14 @@ def test_one_s3_client_factory() -> None:
                            "client_from_env in pods):\n" + "\n".join(offenders))
 
 
+def test_one_kubernetes_client_configuration() -> None:
+    offenders = [f"{path.relative_to(ROOT)}:{node.lineno}: {node.attr}"
+                 for path in _python_files() if path != MODULES["llmops.io.kube"]
+                 for node in ast.walk(ast.parse(path.read_text(), str(path)))
+                 if isinstance(node, ast.Attribute) and node.attr in ("load_incluster_config", "load_kube_config")]
+    assert not offenders, "Kubernetes API clients must come from llmops.io.kube:\n" + "\n".join(offenders)
+
+
 def test_every_module_says_what_it_owns() -> None:
     missing = [str(path.relative_to(ROOT)) for path in MODULES.values()
                if not ast.get_docstring(ast.parse(path.read_text()))]

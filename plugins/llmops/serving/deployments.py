@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from llmops.config.settings import Settings
+from llmops.io import kube
 
 VERSION_ANNOTATION = "llmops.io/model-version"
 DIGEST_ANNOTATION = "llmops.io/weight-digest"
@@ -108,7 +109,7 @@ class GatewayServing:
         from llmops.serving.gateway_router import GatewayHttpRouteRouter
 
         self.route = route
-        self.apps_api = apps_api if apps_api is not None else _apps_api()
+        self.apps_api = apps_api if apps_api is not None else kube.apps_api()
         self.router = router if router is not None else GatewayHttpRouteRouter(
             route=route.route, namespace=route.namespace, stable_service=route.stable,
             canary_service=route.canary, endpoint=route.gateway_url)
@@ -187,13 +188,3 @@ def _as_dict(obj: Any) -> dict[str, Any]:
     from kubernetes import client
 
     return client.ApiClient().sanitize_for_serialization(obj)
-
-
-def _apps_api() -> Any:
-    from kubernetes import client, config
-
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        config.load_kube_config()
-    return client.AppsV1Api()

@@ -10,6 +10,7 @@ import copy
 import time
 from typing import Any
 
+from llmops.io import kube
 from llmops.serving.routers import BACKEND_HEADER, CANARY, STABLE, RouterError, WeightChange, check_percent
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
@@ -100,7 +101,7 @@ class GatewayHttpRouteRouter:
         self.stable_service = stable_service
         self.canary_service = canary_service
         self._endpoint = endpoint.rstrip("/")
-        self.api = api if api is not None else _custom_objects_api()
+        self.api = api if api is not None else kube.custom_objects_api()
         self.confirm_timeout_s = confirm_timeout_s
         self.poll_s = poll_s
 
@@ -163,13 +164,3 @@ def _accepted(route: dict[str, Any], generation: int | None) -> bool:
         if not accepted or accepted.get("status") != "True" or accepted.get("observedGeneration", 0) < generation:
             return False
     return True
-
-
-def _custom_objects_api() -> Any:
-    from kubernetes import client, config
-
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        config.load_kube_config()
-    return client.CustomObjectsApi()
