@@ -15,14 +15,14 @@ compares them with what it last acted on (Airflow Variable `llmops_benchmark_wat
 
 from __future__ import annotations
 
-from airflow.sdk import DAG, Asset, CronTriggerTimetable, task
+from airflow.sdk import DAG, CronTriggerTimetable, task
 
 from llmops.benchmarks import config
+from llmops.benchmarks.assets import TARGETS_CHANGED
 from llmops.config import dag_defaults, settings
 
 SETTINGS = settings.load()
 BENCH = config.load()
-TARGETS_CHANGED = Asset(name="benchmark_targets_changed", uri="llmops://benchmarks/targets-changed")
 STATE_VARIABLE = "llmops_benchmark_watch_state"
 
 with DAG(

@@ -31,9 +31,10 @@ judged against the class's baseline, never added to it.
 
 from __future__ import annotations
 
-from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, task
+from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, Param, task
 
 from llmops.benchmarks import config, plan
+from llmops.benchmarks.assets import TARGETS_CHANGED
 from llmops.config import dag_defaults, settings
 from llmops.core.hardware import load_all
 from llmops.launch import mapped_pod_job_task
@@ -42,7 +43,6 @@ SETTINGS = settings.load()
 BENCH = config.load()
 ALL_CLASSES = load_all(SETTINGS.hardware_configs_dir)
 GROUPS = plan.pool_groups(ALL_CLASSES.values())
-TARGETS_CHANGED = Asset(name="benchmark_targets_changed", uri="llmops://benchmarks/targets-changed")
 # Benchmarks yield to the refresh pipeline when both wait for the same pool's slots.
 LOW_PRIORITY = {"priority_weight": 1, "weight_rule": "absolute"}
 
