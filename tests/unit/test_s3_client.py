@@ -1,0 +1,43 @@
+"""The one S3 client factory: a task's client from the Airflow connection, a pod's from its env,
+both through the same constructor (endpoint, region, credentials, retries)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from llmops.io import s3
+
+
+def test_task_client_comes_from_the_airflow_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_LLMOPS_S3_TEST", json.dumps({
+        "conn_type": "aws", "login": "AKIDTEST", "password": "secret-test",
+        "extra": {"endpoint_url": "http://127.0.0.1:9999", "region_name": "eu-west-1"}}))
+    client = s3.client_from_connection("llmops_s3_test")
+    assert client.meta.endpoint_url == "http://127.0.0.1:9999"
+    assert client.meta.region_name == "eu-west-1"
+    credentials = client._request_signer._credentials  # what every request is signed with
+    assert (credentials.access_key, credentials.secret_key) == ("AKIDTEST", "secret-test")
+    assert client.meta.config.retries["mode"] == "standard"
+
+
+def test_pod_client_comes_from_the_pod_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9998")
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    monkeypatch.setenv("AWS_REGION", "ap-south-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "from-the-secret")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret-from-the-secret")
+    client = s3.client_from_env()
+    assert client.meta.endpoint_url == "http://127.0.0.1:9998"
+    assert client.meta.region_name == "ap-south-1"
+    assert client._request_signer._credentials.access_key == "from-the-secret"
+
+
+def test_an_empty_endpoint_means_aws_s3_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "")  # a templated connection field renders empty in production
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    client = s3.client_from_env()
+    assert client.meta.endpoint_url == "https://s3.amazonaws.com"
+    assert client.meta.region_name == s3.DEFAULT_REGION
