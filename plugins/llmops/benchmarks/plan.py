@@ -24,7 +24,7 @@ from dataclasses import replace
 
 from llmops.benchmarks.workloads import WorkloadMatrix, workloads_to_json
 from llmops.core.hardware import HardwareClass
-from llmops.core.podjob import Container, PodJob, Resources, Volume
+from llmops.core.podjob import Container, PodJob, Resources, Volume, literal
 from llmops.serving.vllm import (
     CPU_STARTUP_BUDGET_S,
     GPU_STARTUP_BUDGET_S,
@@ -112,7 +112,7 @@ def benchmark_pod_job(*, hw: HardwareClass, matrix: WorkloadMatrix, target: Mapp
     target_json = json.dumps({k: target[k] for k in sorted(target)}, sort_keys=True)
     args = ["--workloads", workloads_to_json(matrix.workloads), "--served-model", served,
             "--tokenizer", target["model_path"], "--result-dir", BENCH_RESULT_DIR, "--target", target_json,
-            "--vllm-overrides", json.dumps(list(vllm_overrides)),
+            "--vllm-overrides", literal(json.dumps(list(vllm_overrides))),
             "--goodput", *(f"{k}:{v:g}" for k, v in slo.items())]
     main = Container(
         name="bench", image=vllm_image, command=("python3", "-m", "llmops.jobs.benchmark"), args=tuple(args),

@@ -21,7 +21,7 @@ from llmops.canary.analysis import CanarySpec
 from llmops.config.settings import Settings
 from llmops.core.hardware import HardwareClass
 from llmops.core.job_container import MLFLOW_URI_TEMPLATE, jobs_container
-from llmops.core.podjob import Container, PodJob
+from llmops.core.podjob import Container, PodJob, literal
 from llmops.serving.vllm import (
     CPU_STARTUP_BUDGET_S,
     GPU_STARTUP_BUDGET_S,
@@ -162,12 +162,13 @@ def override_args(args: Sequence[str], extra: Sequence[str]) -> tuple[str, ...]:
     """``args`` with each ``--flag [value]`` of ``extra`` replacing the same flag, or appended.
 
     Both ``--flag value`` and ``--flag=value`` forms are understood; a flag not followed by a
-    value (``--enforce-eager``) is a switch.
+    value (``--enforce-eager``) is a switch. ``extra`` comes from a user (a DAG param): each of
+    its tokens reaches the container as a :func:`~llmops.core.podjob.literal`, never expanded.
     """
     result = list(args)
     for flag, value in _flags(extra):
-        position = _find_flag(result, flag)
-        new = [flag] + ([value] if value is not None else [])
+        position = _find_flag(result, literal(flag))
+        new = [literal(flag)] + ([literal(value)] if value is not None else [])
         if position is None:
             result += new
             continue

@@ -241,6 +241,18 @@ def _jsonable(value: Any) -> Any:
 _VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)|\$\$")
 
 
+def literal(value: str) -> str:
+    """``value`` as a container must receive it, unexpanded: ``$`` doubled, so neither the
+    kubelet nor the local launcher turns a ``$(VAR)`` that a user typed into the value of a
+    pod env var (a secret, say). A parameter is data, never a reference."""
+    return value.replace("$", "$$")
+
+
+def literal_template(expression: str) -> str:
+    """A Jinja template rendering ``expression`` (a param, an XCom value) as a :func:`literal`."""
+    return "{{ (" + expression + ") | string | replace('$', '$$') }}"
+
+
 def expand_env_refs(text: str, env: dict[str, str]) -> str:
     """Expand ``$(VAR)`` the way the kubelet does in command, args and env values.
 

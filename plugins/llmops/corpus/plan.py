@@ -6,13 +6,14 @@ from typing import Any
 
 from llmops.config.settings import Settings
 from llmops.core.job_container import jobs_container
-from llmops.core.podjob import PodJob, Resources, Volume
+from llmops.core.podjob import PodJob, Resources, Volume, literal_template
 from llmops.serving.weights import S3_ENDPOINT_TEMPLATE, with_s3_secrets
 
 EXPERIMENT = "llmops-corpus"
 SCRATCH = "/scratch"
 BUCKET_TEMPLATE = "{{ var.value.llmops_bucket_corpus }}"
-PARSER_VERSION_TEMPLATE = "{{ params.parser_version or var.value.get('llmops_corpus_parser_version', 'v1') }}"
+PARSER_VERSION_TEMPLATE = literal_template(
+    "params.parser_version or var.value.get('llmops_corpus_parser_version', 'v1')")
 
 
 def _job(settings: Settings, name: str, module: str, args: list[str], *, cpu: str = "1", memory: str = "2Gi",
@@ -28,8 +29,8 @@ def _job(settings: Settings, name: str, module: str, args: list[str], *, cpu: st
 def plan_job(settings: Settings, corpus: str) -> PodJob:
     """List the source prefix once and write the run's source listing."""
     return _job(settings, "corpus-plan", "corpus_plan", [
-        "--source-uri", "{{ params.source_prefix }}", "--bucket", BUCKET_TEMPLATE, "--corpus", corpus,
-        "--run-id", "{{ run_id }}", "--docs-per-shard", "{{ params.docs_per_shard }}"], timeout_s=900)
+        "--source-uri", literal_template("params.source_prefix"), "--bucket", BUCKET_TEMPLATE, "--corpus", corpus,
+        "--run-id", "{{ run_id }}", "--docs-per-shard", literal_template("params.docs_per_shard")], timeout_s=900)
 
 
 def parse_jobs(settings: Settings, corpus: str, *, shards: int, bucket: str, run_id: str, parser_version: str,
@@ -52,15 +53,15 @@ def validate_job(settings: Settings, corpus: str) -> PodJob:
     return _job(settings, "corpus-validate", "corpus_validate", [
         "--bucket", BUCKET_TEMPLATE, "--corpus", corpus, "--run-id", "{{ run_id }}",
         "--parser-version", PARSER_VERSION_TEMPLATE,
-        "--source-uri", "{{ params.source_prefix }}", "--experiment", EXPERIMENT,
-        "--allow-type-drop", "{{ params.allow_type_drop | lower }}"], cpu="2", memory="4Gi")
+        "--source-uri", literal_template("params.source_prefix"), "--experiment", EXPERIMENT,
+        "--allow-type-drop", literal_template("params.allow_type_drop | lower")], cpu="2", memory="4Gi")
 
 
 def publish_job(settings: Settings, corpus: str) -> PodJob:
     """Copy to the content-addressed snapshot, embed, index, swap the live pointer."""
     return _job(settings, "corpus-publish", "corpus_publish", [
         "--bucket", BUCKET_TEMPLATE, "--corpus", corpus, "--run-id", "{{ run_id }}",
-        "--force", "{{ params.force | lower }}", "--vector-store", vector_store(settings),
+        "--force", literal_template("params.force | lower"), "--vector-store", vector_store(settings),
         "--experiment", EXPERIMENT], cpu="2", memory="4Gi")
 
 

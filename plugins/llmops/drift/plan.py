@@ -16,7 +16,7 @@ from typing import Any
 from llmops.config.settings import Settings
 from llmops.core.hardware import HardwareClass
 from llmops.core.job_container import jobs_container
-from llmops.core.podjob import PodJob, Resources
+from llmops.core.podjob import PodJob, Resources, literal_template
 from llmops.drift.history import EXPERIMENT, STAGE_TAG, WEEKLY_STAGE
 from llmops.drift.series import iso_week
 from llmops.evals.eval_job import evaluation_pod_job
@@ -41,7 +41,8 @@ def week_of(logical_date: datetime | None, run_after: datetime) -> str:
 def hygiene_job(settings: Settings) -> PodJob:
     """Check the eval sets selected by ``params.evalsets`` (all when empty) before anything is served."""
     return PodJob(name="drift-hygiene", main=jobs_container(
-        settings, "drift_hygiene", ["--evalsets-dir", EVALSETS_DIR, "--only", "{{ params.evalsets | join(',') }}"],
+        settings, "drift_hygiene",
+        ["--evalsets-dir", EVALSETS_DIR, "--only", literal_template("params.evalsets | join(',')")],
         resources=Resources(cpu="1", memory="1Gi")), timeout_s=600)
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from llmops.config.settings import Settings
 from llmops.core.hardware import HardwareClass, load_hardware_class
 from llmops.core.job_container import jobs_container
-from llmops.core.podjob import PodJob, Resources
+from llmops.core.podjob import PodJob, Resources, literal_template
 from llmops.evals.eval_job import evaluation_pod_job
 from llmops.io import registry
 from llmops.serving.weights import S3_ENDPOINT_TEMPLATE, champion_target, fetch_container, model_dir, with_s3_secrets
@@ -24,18 +24,18 @@ EXPERIMENT = "llmops-refresh"
 def receive_job(settings: Settings) -> PodJob:
     """Verify the drop named by ``params.drop_uri`` (quarantine it when anything is wrong)."""
     return PodJob(name="receive", main=with_s3_secrets(jobs_container(
-        settings, "receive", ["--drop-uri", "{{ params.drop_uri }}", "--experiment", EXPERIMENT],
+        settings, "receive", ["--drop-uri", literal_template("params.drop_uri"), "--experiment", EXPERIMENT],
         env={"AWS_ENDPOINT_URL": S3_ENDPOINT_TEMPLATE}, resources=Resources(cpu="2", memory="2Gi"),
     )), timeout_s=3600)
 
 
 def stage_job(settings: Settings) -> PodJob:
     """Stage the received drop content-addressed, pin it, register it as ``challenger``."""
-    args = ["--drop-uri", "{{ params.drop_uri }}", "--registered-model", "{{ params.model }}",
-            "--hardware-classes", "{{ params.hardware_classes | join(',') }}",
+    args = ["--drop-uri", literal_template("params.drop_uri"), "--registered-model", literal_template("params.model"),
+            "--hardware-classes", literal_template("params.hardware_classes | join(',')"),
             "--models-bucket", "{{ var.value.llmops_bucket_models }}",
             # S3 refuses to copy an object that changed after receive verified it.
-            "--source-etags", "{{ ti.xcom_pull(task_ids='receive')['etags'] | tojson }}",
+            "--source-etags", literal_template("ti.xcom_pull(task_ids='receive')['etags'] | tojson"),
             "--experiment", EXPERIMENT]
     if settings.vllm_version:
         args += ["--runtime-version", settings.vllm_version]
