@@ -25,7 +25,9 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from llmops.config.images import image_repository, is_pinned_by_digest  # noqa: F401  TEMP re-export
+VERDICT_EXIT_CODE = 2
+"""A job's exit code for a verdict (a rejected drop, a failed check): the input is wrong, so the
+launchers fail the task without retrying it; any other non-zero code is an error worth a retry."""
 
 XCOM_DIR = "/airflow/xcom"
 """Where a job writes ``return.json``; fixed by the KubernetesPodOperator's xcom sidecar."""
