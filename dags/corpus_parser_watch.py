@@ -7,6 +7,10 @@ version of the live corpus snapshot (`corpus/main/current.json`). When they diff
 version was not announced yet, it emits an event on the parser-config asset
 (`llmops-corpus-parser-config`): `corpus_reingest` is scheduled on it, so a parser upgrade
 re-ingests the corpus once, through the schema checks, without anyone remembering to.
+
+"Announced" is the asset's latest event itself (read as an inlet), never a separate flag set
+before the event: a run that dies before emitting leaves nothing announced, so the next run
+announces; a run that emitted is seen by every later one.
 """
 
 from __future__ import annotations
@@ -15,8 +19,6 @@ from airflow.sdk import DAG, CronTriggerTimetable, task
 
 from llmops.config import dag_defaults
 from llmops.corpus.assets import CORPUS_NAME, PARSER_CONFIG_ASSET, PARSER_VERSION_VARIABLE
-
-ANNOUNCED_VARIABLE = "llmops_corpus_parser_announced"
 
 with DAG(
     dag_id="corpus_parser_watch",
@@ -30,12 +32,13 @@ with DAG(
     doc_md=__doc__,
 ) as dag:
 
-    @task.short_circuit(task_id="parser_changed")
-    def parser_changed() -> bool:
-        """True when the active parser version is neither live nor already announced."""
+    @task.short_circuit(task_id="parser_changed", inlets=[PARSER_CONFIG_ASSET])
+    def parser_changed(inlet_events=None) -> str | None:
+        """The active parser version when it is neither live nor already announced (else skip)."""
         from airflow.sdk import Variable
 
         from llmops.corpus import ingest
+        from llmops.corpus.assets import parser_version_to_announce
         from llmops.corpus.config import load_parser_config
         from llmops.io.s3 import client_from_connection
 
@@ -43,17 +46,16 @@ with DAG(
         load_parser_config(active)  # a variable naming no configuration fails here, loudly
         pointer, _ = ingest.read_pointer(client_from_connection(), Variable.get("llmops_bucket_corpus"), CORPUS_NAME)
         live = (pointer or {}).get("parser_version")
-        announced = Variable.get(ANNOUNCED_VARIABLE, default=None)
+        latest = list(inlet_events[PARSER_CONFIG_ASSET].ascending(False).limit(1))
+        announced = (latest[0].extra or {}).get("parser_version") if latest else None
         print(f"active parser {active}, live snapshot parser {live}, last announced {announced}")
-        return active != live and active != announced
+        return parser_version_to_announce(active, live, announced)
 
     @task(task_id="announce_parser_change", outlets=[PARSER_CONFIG_ASSET])
-    def announce_parser_change():
-        """Emit the parser-config asset event and remember the announced version."""
-        from airflow.sdk import Metadata, Variable
+    def announce_parser_change(version: str):
+        """Emit the parser-config asset event: the event is the announcement."""
+        from airflow.sdk import Metadata
 
-        active = Variable.get(PARSER_VERSION_VARIABLE, default="v1")
-        Variable.set(ANNOUNCED_VARIABLE, active)
-        yield Metadata(PARSER_CONFIG_ASSET, {"parser_version": active})
+        yield Metadata(PARSER_CONFIG_ASSET, {"parser_version": version})
 
-    parser_changed() >> announce_parser_change()
+    announce_parser_change(parser_changed())

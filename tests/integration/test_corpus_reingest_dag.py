@@ -150,6 +150,36 @@ def test_parser_watch_announces_a_new_parser_version_once(airflow_db, platform, 
         assert _task_result(same, "announce_parser_change")[0] == "skipped"
 
 
+def test_parser_watch_that_dies_before_emitting_announces_on_its_next_run(airflow_db, platform, monkeypatch) -> None:
+    """The announcement is the asset event itself: a watcher run that fails before emitting it
+    leaves the version unannounced, so the next run announces it (once)."""
+    import airflow.sdk
+    from airflow.dag_processing.dagbag import DagBag
+
+    from llmops.corpus.assets import PARSER_CONFIG_ASSET
+
+    version = f"never-live-{uuid.uuid4().hex[:6]}"
+    monkeypatch.setattr("llmops.corpus.config.load_parser_config", lambda name: None)
+    monkeypatch.setenv("AIRFLOW_VAR_LLMOPS_CORPUS_PARSER_VERSION", version)
+    dag = DagBag(dag_folder=str(ROOT / "dags" / "corpus_parser_watch.py")).dags["corpus_parser_watch"]
+
+    def dies(*_args, **_kwargs):
+        raise RuntimeError("worker lost before the event was emitted")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(airflow.sdk, "Metadata", dies)
+        patched.setattr(dag.get_task("announce_parser_change"), "retries", 0)  # the crash, not the retries
+        crashed = dag.test()
+    assert _task_result(crashed, "announce_parser_change")[0] == "failed"
+    assert not [r for r, _ in _asset_events(PARSER_CONFIG_ASSET.uri) if r == crashed.run_id]
+
+    retried = dag.test()
+    assert _task_result(retried, "announce_parser_change")[0] == "success"
+    events = [extra for r, extra in _asset_events(PARSER_CONFIG_ASSET.uri) if r == retried.run_id]
+    assert events == [{"parser_version": version}]
+    assert _task_result(dag.test(), "announce_parser_change")[0] == "skipped", "announced once, not twice"
+
+
 def test_an_empty_source_prefix_fails_at_once_naming_the_prefix(airflow_db, platform) -> None:
     """Nothing to ingest is a verdict: the run fails on its first try, before any parse pod."""
     from airflow.models import TaskInstance
