@@ -52,3 +52,45 @@ def test_rollback_moves_champion_back_and_keeps_history(airflow_db, platform) ->
     actions.rollback(conf, model=model, run_id=run.run_id, tracking_uri=platform.endpoints.mlflow_url,
                      models_bucket="llmops-models")
     assert reg.by_alias(model, "champion").version == "1"
+    # ...and its history is the same: one entry per action, one history object per action.
+    assert s3io.read_json(s3, "llmops-models", f"deployments/{model}/current.json") == current
+    history = s3io.list_prefix(s3, "llmops-models", f"deployments/{model}/history/")
+    assert len(history) == 3, history  # promote v1, promote v2, rollback
+
+
+def test_retried_promote_and_rollback_leave_one_history_entry_each(platform) -> None:
+    """A task retried after its writes went through (worker lost before success was recorded)
+    converges on the first attempt's state: no duplicate history entry or object, no second move."""
+    from llmops.config import settings
+    from llmops.io import s3 as s3io
+    from llmops.io.registry import ModelRegistry
+    from llmops.refresh import actions
+
+    model = f"retry-{uuid.uuid4().hex[:8]}"
+    reg = ModelRegistry(platform.endpoints.mlflow_url)
+    conf = settings.load()
+    s3 = s3io.client(endpoint_url=platform.endpoints.s3_url)
+    kwargs = {"tracking_uri": platform.endpoints.mlflow_url, "models_bucket": "llmops-models"}
+    for digest in ("d" * 64, "e" * 64):
+        version, _ = reg.register(model, f"s3://llmops-models/models/{model}/sha256-{digest}/",
+                                  {"weight_digest": digest, "runtime_image": "vllm@sha256:" + "c" * 64})
+        for _attempt in range(2):  # the task, then its retry
+            actions.promote(conf, model=model, version=version.version, run_id=f"run-promote-{version.version}",
+                            **kwargs)
+    current = s3io.read_json(s3, "llmops-models", f"deployments/{model}/current.json")
+    assert (current["version"], [h["version"] for h in current["history"]]) == ("2", ["1"])
+    assert reg.by_alias(model, "previous").version == "1"
+
+    # A rollback that died between its two alias moves (champion moved, previous not yet), then retried.
+    from llmops.refresh.deploy_history import rollback_plan
+
+    intent = {"airflow_run_id": "run-rollback", "model": model,
+              **{k: v for k, v in rollback_plan(None, "2", "1", "run-rollback").items() if k != "rolled_back"}}
+    assert s3io.create_json(s3, "llmops-models", f"deployments/{model}/rollbacks/run-rollback.json", intent)
+    reg.set_alias(model, "champion", "1")  # the first attempt's first move; then the worker was lost
+    for _attempt in range(2):
+        actions.rollback(conf, model=model, run_id="run-rollback", **kwargs)
+    assert reg.by_alias(model, "champion").version == "1" and reg.by_alias(model, "previous").version == "2"
+    current = s3io.read_json(s3, "llmops-models", f"deployments/{model}/current.json")
+    assert [current["action"], *[h["action"] for h in current["history"]]] == ["rollback", "promote", "promote"]
+    assert len(s3io.list_prefix(s3, "llmops-models", f"deployments/{model}/history/")) == 3

@@ -130,6 +130,27 @@ def write_json(s3: Any, bucket: str, key: str, payload: Any) -> str:
     return str(answer.get("ETag", ""))
 
 
+def create_json(s3: Any, bucket: str, key: str, payload: Any) -> bool:
+    """Write ``payload`` to ``s3://bucket/key`` only if no object is there (``If-None-Match: *``).
+
+    Returns False, writing nothing, when the object already exists: the first writer wins,
+    which is what makes a record written by a retried or concurrent task exactly-once.
+    """
+    body = (json.dumps(payload, indent=2, ensure_ascii=False) + "\n").encode()
+    try:
+        s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json", IfNoneMatch="*")
+    except ClientError as exc:
+        if is_precondition_failed(exc):
+            return False
+        raise
+    return True
+
+
+def is_precondition_failed(exc: ClientError) -> bool:
+    """True when a conditional request lost: the object exists, or changed since it was read."""
+    return exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict", "412")
+
+
 def is_not_found(exc: ClientError) -> bool:
     """True when ``exc`` says the bucket or key does not exist."""
     return exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound")

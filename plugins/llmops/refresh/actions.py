@@ -27,20 +27,45 @@ def rollback(settings: Settings, *, model: str, run_id: str, tracking_uri: str,
              models_bucket: str) -> dict[str, Any]:
     """``champion`` back to ``previous`` in one step, recorded in ``current.json``'s history.
 
-    Idempotent per run: a retried task whose alias move already happened (the version it
-    rolled back carries this run's id) only rewrites ``current.json``.
+    Idempotent per run: the first attempt writes its decision (``deployments/<model>/rollbacks/
+    <run id>.json``, a conditional create) before moving any alias, and every retry converges on
+    that decision, so a retry never rolls back twice, even after dying between two alias moves.
     """
+    from llmops.io import s3 as s3io
+    from llmops.refresh.deploy_history import rollback_plan
+
     reg = registry.ModelRegistry(tracking_uri)
-    previous = reg.by_alias(model, registry.PREVIOUS)
-    if previous is not None and previous.tags.get("llmops.rolled_back_by") == run_id:
+    s3 = s3io.client_from_connection()
+    intent_key = f"deployments/{model}/rollbacks/{_safe_key(run_id)}.json"
+    try:
+        intent = s3io.read_json(s3, models_bucket, intent_key)
+    except FileNotFoundError:
+        intent = None
+    if intent is None:
         champion = reg.by_alias(model, registry.CHAMPION)
-        moved = {"champion": champion.version if champion else None, "rolled_back": previous.version}
-    else:
-        moved = reg.rollback(model)
-        reg.tag(model, moved["rolled_back"], {registry.STATUS_TAG: "rolled_back", "llmops.rolled_back_by": run_id})
+        previous = reg.by_alias(model, registry.PREVIOUS)
+        try:
+            plan = rollback_plan(None, champion.version if champion else None,
+                                 previous.version if previous else None, run_id)
+        except LookupError as exc:
+            raise registry.RegistryError(f"model {model!r}: {exc}") from exc
+        intent = {"airflow_run_id": run_id, "model": model, "champion": plan["champion"],
+                  "previous": plan["previous"]}
+        if not s3io.create_json(s3, models_bucket, intent_key, intent):
+            intent = s3io.read_json(s3, models_bucket, intent_key)  # a concurrent attempt decided first
+    plan = rollback_plan(intent, None, None, run_id)
+    reg.set_alias(model, registry.CHAMPION, plan["champion"])
+    reg.set_alias(model, registry.PREVIOUS, plan["previous"])
+    reg.tag(model, plan["rolled_back"], {registry.STATUS_TAG: "rolled_back", "llmops.rolled_back_by": run_id})
+    moved = {"champion": plan["champion"], "rolled_back": plan["rolled_back"]}
     record = _deployment_record(reg, model, moved["champion"], run_id, action="rollback")
     _write_current(models_bucket, model, record)
     return {**moved, "deployment": record, "serving": _serve(settings, record, reason="rollback")}
+
+
+def _safe_key(run_id: str) -> str:
+    """An Airflow run id as one S3 key segment (run ids may hold ``:`` and ``+``)."""
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in run_id)
 
 
 def _serve(settings: Settings, record: dict[str, Any], reason: str) -> dict[str, Any]:
@@ -88,8 +113,13 @@ def _deployment_record(reg: registry.ModelRegistry, model: str, version: str, ru
 
 
 def _write_current(bucket: str, model: str, record: dict[str, Any]) -> None:
-    """``current.json`` = the serving deployment plus every earlier one, newest first (kept forever)."""
+    """``current.json`` = the serving deployment plus every earlier one, newest first (kept forever).
+
+    A replay of the same run's action rewrites the same document and the same history object
+    (see :mod:`llmops.refresh.deploy_history`): a retried promote or rollback adds nothing.
+    """
     from llmops.io import s3 as s3io
+    from llmops.refresh.deploy_history import history_key, next_current
 
     s3 = s3io.client_from_connection()
     key = f"deployments/{model}/current.json"
@@ -97,7 +127,7 @@ def _write_current(bucket: str, model: str, record: dict[str, Any]) -> None:
         previous = s3io.read_json(s3, bucket, key)
     except FileNotFoundError:
         previous = None
-    history = [] if previous is None else [{k: v for k, v in previous.items() if k != "history"},
-                                           *previous.get("history", [])]
-    s3io.write_json(s3, bucket, key, {**record, "history": history})
-    s3io.write_json(s3, bucket, f"deployments/{model}/history/{record['at']}-{record['action']}.json", record)
+    current = next_current(previous, record)
+    s3io.write_json(s3, bucket, key, current)
+    s3io.write_json(s3, bucket, history_key(model, current),
+                    {k: v for k, v in current.items() if k != "history"})
