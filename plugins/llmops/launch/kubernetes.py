@@ -77,7 +77,9 @@ class PodJobKubernetesOperator(BaseOperator):
     Cheap to create at DAG parse time: the ``KubernetesPodOperator`` is built in ``execute``
     from the *rendered* pod job (:func:`llmops.launch.kubernetes_pod.build_pod_operator`), and
     does the work: its ``execute`` (logs, exit code, ``return.json`` as XCom), ``on_kill``
-    and, when deferrable, its resumption from the trigger.
+    and, when deferrable, its resumption from the trigger. A main container exiting with
+    ``VERDICT_EXIT_CODE`` fails the task without retries; the XCom and failure message are
+    redacted (:class:`llmops.launch.kubernetes_pod.PodJobPodOperator`).
 
     ``pod_job`` is ``PodJob.to_dict()``, the only template field of this operator. Arguments
     ``BaseOperator`` takes (retries, pool, pool_slots, execution_timeout, do_xcom_push, ...)

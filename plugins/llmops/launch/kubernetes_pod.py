@@ -4,6 +4,18 @@ Imported only when a task runs (or a pod is rendered): the provider's pod machin
 Kubernetes client cost about 2.4 s to import, which a DAG file must not pay at parse time.
 :class:`llmops.launch.kubernetes.PodJobKubernetesOperator` (cheap, what DAG files build) calls
 :func:`build_pod_operator` from ``execute``; see that module for what the pod gets from the job.
+
+The operator built is a :class:`PodJobPodOperator`, a ``KubernetesPodOperator`` that keeps to the
+pod-job contract on the way out:
+
+* a verdict (the main container exited with ``VERDICT_EXIT_CODE``) fails the task with
+  ``AirflowFailException``, never retried; any other failure stays a retryable
+  ``AirflowException``. The job's ``return.json`` is pushed either way (the KPO's own behaviour);
+* secrets: the worker does not know the values of the Kubernetes Secrets a pod reads (they reach
+  the pod as ``secretKeyRef`` only), so it redacts what it can know, every value Airflow's secrets
+  masker holds (connection passwords, sensitive variables, ``mask_secret``), from the
+  ``return.json`` XCom and the failure message (which carries the pod's last log lines). Pod log
+  lines go to the task log through Airflow's logging, which masks the same values.
 """
 
 from __future__ import annotations
@@ -12,10 +24,11 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 from kubernetes.client import ApiClient
 from kubernetes.client import models as k8s
 
-from llmops.core.podjob import Container, PodJob, PodJobError, Probe, Resources, Volume
+from llmops.core.podjob import VERDICT_EXIT_CODE, Container, PodJob, PodJobError, Probe, Resources, Volume
 from llmops.launch.pod_policy import (
     _DNS_LABEL,
     _PORT_NAME,
@@ -28,6 +41,50 @@ from llmops.launch.pod_policy import (
     refuse_unpinned_images,
     startup_timeout_s,
 )
+from llmops.launch.redact import airflow_text_redactor, redact_data, redact_exception
+
+
+class PodJobPodOperator(KubernetesPodOperator):
+    """The ``KubernetesPodOperator`` of a pod job: a verdict exit is not retried, and the XCom
+    and failure message are redacted against the secrets Airflow knows (see the module docstring)."""
+
+    def extract_xcom(self, pod: k8s.V1Pod, **kwargs: Any) -> Any:
+        """``return.json`` as the KPO reads it, every string in it (dict keys too) redacted."""
+        return redact_data(super().extract_xcom(pod, **kwargs), airflow_text_redactor())
+
+    def cleanup(self, pod: k8s.V1Pod, remote_pod: k8s.V1Pod, xcom_result: dict | None = None,
+                context: Any = None) -> None:
+        """The KPO's cleanup (it pushes the XCom of a failed pod, then raises); its failure made a
+        verdict when the main container exited with ``VERDICT_EXIT_CODE``, and redacted."""
+        try:
+            super().cleanup(pod=pod, remote_pod=remote_pod, xcom_result=xcom_result, context=context)
+        except (AirflowFailException, AirflowSkipException):
+            raise
+        except AirflowException as failed:
+            redact_exception(failed, airflow_text_redactor())
+            exit_code = container_exit_code(remote_pod, self.base_container_name)
+            if exit_code == VERDICT_EXIT_CODE:
+                raise AirflowFailException(
+                    f"{failed}\ncontainer {self.base_container_name!r} exited with code {exit_code}: a verdict "
+                    f"on its input, not retried") from failed
+            raise
+
+    def trigger_reentry(self, context: Any, event: dict[str, Any]) -> Any:
+        """Deferrable mode: the KPO's resumption, its error (the trigger's message) redacted."""
+        try:
+            return super().trigger_reentry(context, event)
+        except Exception as exc:
+            redact_exception(exc, airflow_text_redactor())
+            raise
+
+
+def container_exit_code(pod: k8s.V1Pod | None, container_name: str) -> int | None:
+    """The exit code of ``container_name`` in ``pod``'s status; None until it has terminated."""
+    status = getattr(pod, "status", None)
+    for container in getattr(status, "container_statuses", None) or []:
+        if container.name == container_name and container.state and container.state.terminated:
+            return container.state.terminated.exit_code
+    return None
 
 
 class PodJobTask(Protocol):
@@ -74,7 +131,7 @@ def pod_security_context() -> k8s.V1PodSecurityContext:
 
 
 def build_pod_operator(task: PodJobTask,
-                       context: Mapping[str, Any] | None = None) -> KubernetesPodOperator:
+                       context: Mapping[str, Any] | None = None) -> PodJobPodOperator:
     """The ``KubernetesPodOperator`` that runs ``task``'s pod job.
 
     ``task.pod_job`` is used as it is: Airflow has rendered it before ``execute`` (or the
@@ -92,7 +149,7 @@ def build_pod_operator(task: PodJobTask,
     kwargs.setdefault("startup_timeout_seconds", startup_timeout_s(task.pod_job))
     # Not part of a DAG: built at run time for one task instance; what the KPO reads of the
     # task's own settings is passed on.
-    operator = KubernetesPodOperator(
+    operator = PodJobPodOperator(
         task_id=task.task_id,
         do_xcom_push=task.do_xcom_push,
         multiple_outputs=task.multiple_outputs,

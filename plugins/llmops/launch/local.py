@@ -14,7 +14,14 @@ What a kubelet would do for the pod, done with processes on this machine:
    the sidecars' streamed to the task log;
 6. sidecars are stopped (SIGTERM, grace period, SIGKILL) whatever happened;
 7. a non-zero exit code fails the task, and ``return.json`` becomes the task's
-   XCom, a missing or invalid one failing it, as the KubernetesPodOperator does.
+   XCom, a missing or invalid one failing it, as the KubernetesPodOperator does; a
+   failed main container's ``return.json`` travels with the failure (:class:`PodFailed`),
+   for the operator to push as the KubernetesPodOperator does.
+
+Secrets never leave through the launcher: every ``secret_env`` value of the pod is read
+before anything starts, registered with Airflow's secrets masker, and replaced by ``***``
+(:mod:`llmops.launch.redact`) in the container output it logs and keeps for failure
+messages, in the errors it raises and in the result it returns.
 
 An image is resolved to a local runtime: a ``bin`` folder whose executables
 stand in for the image's (see ``settings.local_runtimes``). Resource requests
@@ -37,6 +44,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +53,7 @@ from llmops.config import settings as settings_mod
 from llmops.config.images import image_repository
 from llmops.config.settings import PROJECT_ROOT, Settings
 from llmops.core.podjob import XCOM_DIR, Container, PodJob, PodJobError, expand_env_refs
+from llmops.launch.redact import Redactor, maskable, masker_min_length, redact_exception, register_with_airflow
 
 RESULT_FILE = "return.json"
 SIDECAR_STOP_GRACE_S = 10.0
@@ -52,11 +61,18 @@ _TAIL_LINES = 40
 
 
 class PodFailed(RuntimeError):
-    """The pod job ran and failed: the message carries the exit code and the log tail."""
+    """The pod job ran and failed: the message carries the exit code and the log tail.
 
-    def __init__(self, message: str, exit_code: int | None = None) -> None:
+    ``container`` names the container whose exit code ``exit_code`` is; ``xcom`` is the
+    (redacted) ``return.json`` a failed main container left behind, or None.
+    """
+
+    def __init__(self, message: str, exit_code: int | None = None, *, container: str | None = None,
+                 xcom: Any = None) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+        self.container = container
+        self.xcom = xcom
 
 
 @dataclass
@@ -72,10 +88,11 @@ class _Process:
     """One running container: a process group plus a thread streaming its output."""
 
     def __init__(self, container: Container, argv: list[str], env: dict[str, str], cwd: Path,
-                 log: logging.Logger) -> None:
+                 log: logging.Logger, redact: Callable[[str], str]) -> None:
         self.name = container.name
         self.tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
         self.log = log
+        self.redact = redact
         self.popen = subprocess.Popen(
             argv,
             env=env,
@@ -91,7 +108,8 @@ class _Process:
     def _stream(self) -> None:
         assert self.popen.stdout is not None
         for raw in iter(self.popen.stdout.readline, b""):
-            line = raw.decode("utf-8", errors="replace").rstrip()
+            # Redacted before it is kept or logged: the tail ends up in failure messages.
+            line = self.redact(raw.decode("utf-8", errors="replace").rstrip())
             self.tail.append(line)
             self.log.info("[%s] %s", self.name, line)
 
@@ -133,6 +151,9 @@ class LocalPodRunner:
         self._live: list[_Process] = []
         self._killed = False
         self._tmp_root = Path(tempfile.gettempdir())
+        self._secrets: dict[tuple[str, str], str] = {}
+        self.redactor = Redactor()
+        """Hides the secret values of the pod being run (set by :meth:`run`)."""
 
     def kill(self) -> None:
         """Stop every container of the running pod (the task was killed or timed out)."""
@@ -141,8 +162,19 @@ class LocalPodRunner:
             proc.stop(SIDECAR_STOP_GRACE_S)
 
     def run(self, job: PodJob, workdir: Path, *, do_xcom_push: bool = True) -> PodResult:
-        """Run ``job`` to completion in ``workdir``; raise :class:`PodFailed` when it fails."""
+        """Run ``job`` to completion in ``workdir``; raise :class:`PodFailed` when it fails.
+
+        Secret values of the pod are redacted from everything this logs, raises and returns.
+        """
         job.validate()
+        self.redactor = self._secret_redactor(job)
+        try:
+            return self._run(job, workdir, do_xcom_push)
+        except Exception as exc:
+            redact_exception(exc, self.redactor.text)
+            raise
+
+    def _run(self, job: PodJob, workdir: Path, do_xcom_push: bool) -> PodResult:
         if workdir.exists():
             # A retried task starts from a clean pod, as a new pod would.
             shutil.rmtree(workdir)
@@ -184,6 +216,9 @@ class LocalPodRunner:
                 f"pod job {job.name!r}: container {job.main.name!r} exited with code {exit_code}; "
                 f"last lines:\n{main.tail_text()}",
                 exit_code=exit_code,
+                container=job.main.name,
+                # Why it failed (a verdict's reasons), for the task's XCom as the KPO pushes it.
+                xcom=self._failed_result(job, mounts[XCOM_DIR]) if do_xcom_push else None,
             )
         return PodResult(exit_code=0, xcom=self._read_result(job, mounts[XCOM_DIR], do_xcom_push),
                          workdir=workdir)
@@ -241,10 +276,29 @@ class LocalPodRunner:
             env[name] = self._secret(container, name, ref.secret, ref.key)
         return env
 
+    def _secret_redactor(self, job: PodJob) -> Redactor:
+        """Read every secret of ``job`` up front, register each with Airflow's secrets masker
+        and return the redactor that hides them (short values excepted, as the masker does)."""
+        self._secrets = {}
+        min_length = masker_min_length()
+        for container in job.containers:
+            for name, ref in container.secret_env.items():
+                value = self._secret(container, name, ref.secret, ref.key)
+                if value and not maskable(value, min_length):
+                    self.log.warning("container %s: env %s (secret %r key %r) has fewer than %d characters "
+                                     "and is not masked in logs ([logging] min_length_masked_secret)",
+                                     container.name, name, ref.secret, ref.key, min_length)
+        secrets = set(self._secrets.values())
+        register_with_airflow(secrets)
+        return Redactor.for_secrets(secrets, min_length=min_length)
+
     def _secret(self, container: Container, env_name: str, secret: str, key: str) -> str:
+        if (secret, key) in self._secrets:
+            return self._secrets[secret, key]
         path = self.settings.secrets_dir / secret / key
         try:
-            return path.read_text().strip()
+            value = self._secrets[secret, key] = path.read_text().strip()
+            return value
         except FileNotFoundError:
             raise PodJobError(
                 f"container {container.name!r}: env {env_name} needs secret {secret!r} key {key!r}; "
@@ -265,10 +319,12 @@ class LocalPodRunner:
         argv[0] = resolved
         if self._killed:
             raise PodFailed(f"pod job {job.name!r} was killed before container {container.name!r} started")
-        self.log.info("pod %s: starting container %s: %s", job.name, container.name, " ".join(argv))
+        # Args may hold a secret through $(VAR) expansion.
+        self.log.info("pod %s: starting container %s: %s", job.name, container.name,
+                      self.redactor.text(" ".join(argv)))
         # Containers start in the project root: the jobs image's WORKDIR holds the same
         # dags/, include/ and plugins/, so relative paths in args resolve alike.
-        proc = _Process(container, argv, env, PROJECT_ROOT, self.log)
+        proc = _Process(container, argv, env, PROJECT_ROOT, self.log, self.redactor.text)
         self._live.append(proc)
         return proc
 
@@ -283,7 +339,7 @@ class LocalPodRunner:
                             f"deadline of {job.timeout_s}s") from None
         if code != 0:
             raise PodFailed(f"pod job {job.name!r}: init container {container.name!r} exited with code {code}; "
-                            f"last lines:\n{proc.tail_text()}", exit_code=code)
+                            f"last lines:\n{proc.tail_text()}", exit_code=code, container=container.name)
 
     def _await_ready(self, proc: _Process, container: Container, ports: dict[str, int],
                      deadline: float) -> None:
@@ -298,6 +354,7 @@ class LocalPodRunner:
                     f"sidecar {container.name!r} exited with code {proc.popen.returncode} before its "
                     f"probe {probe.path} answered; last lines:\n{proc.tail_text()}",
                     exit_code=proc.popen.returncode,
+                    container=container.name,
                 )
             if _http_ok(url, probe.timeout_s):
                 self.log.info("sidecar %s ready after %.1fs (%s)", container.name,
@@ -322,9 +379,21 @@ class LocalPodRunner:
                 f"jobs must call llmops.jobs.common.write_result (or run with do_xcom_push=False)"
             )
         try:
-            return json.loads(path.read_text())
+            return self.redactor.data(json.loads(path.read_text()))
         except json.JSONDecodeError as exc:
             raise PodFailed(f"pod job {job.name!r}: {XCOM_DIR}/{RESULT_FILE} is not valid JSON: {exc}") from exc
+
+    def _failed_result(self, job: PodJob, xcom_dir: Path) -> Any:
+        """The (redacted) ``return.json`` a failed main container wrote, or None."""
+        path = xcom_dir / RESULT_FILE
+        if not path.exists():
+            return None
+        try:
+            return self.redactor.data(json.loads(path.read_text()))
+        except json.JSONDecodeError as exc:
+            self.log.warning("pod job %s failed and its %s/%s is not valid JSON: %s", job.name, XCOM_DIR,
+                             RESULT_FILE, self.redactor.text(str(exc)))
+            return None
 
 
 def _map_paths(value: str, mounts: dict[str, Path]) -> str:

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
 
 from llmops.config import settings as settings_mod
-from llmops.core.podjob import PodJob
-from llmops.launch.local import LocalPodRunner
+from llmops.core.podjob import VERDICT_EXIT_CODE, PodJob
+from llmops.launch.local import LocalPodRunner, PodFailed
+
+XCOM_RETURN_KEY = "return_value"
 
 
 class LocalPodOperator(BaseOperator):
@@ -18,6 +22,10 @@ class LocalPodOperator(BaseOperator):
 
     Same contract as ``KubernetesPodOperator``: a non-zero exit code fails the
     task, sidecars are stopped afterwards, and the pod job (a dict) is templated.
+    A failed job's ``return.json`` is still pushed as the task's XCom (downstream teardown
+    tasks read why). The main container exiting with ``VERDICT_EXIT_CODE`` (the input is
+    wrong) fails the task without retries (``AirflowFailException``); any other failure
+    raises :class:`llmops.launch.local.PodFailed`, which Airflow retries.
     """
 
     template_fields = ("pod_job",)
@@ -32,8 +40,23 @@ class LocalPodOperator(BaseOperator):
         job = PodJob.from_dict(self.pod_job)
         settings = settings_mod.load()
         self._runner = LocalPodRunner(settings, log=self.log)
-        result = self._runner.run(job, self._workdir(settings, context), do_xcom_push=self.do_xcom_push)
+        try:
+            result = self._runner.run(job, self._workdir(settings, context), do_xcom_push=self.do_xcom_push)
+        except PodFailed as failed:
+            if self.do_xcom_push and failed.xcom is not None:
+                self._push_result(context["ti"], failed.xcom)
+            if failed.container == job.main.name and failed.exit_code == VERDICT_EXIT_CODE:
+                raise AirflowFailException(str(failed)) from failed  # a verdict: retrying cannot change it
+            raise
         return result.xcom
+
+    def _push_result(self, ti: Any, value: Any) -> None:
+        """Push a failed job's result as the task runner pushes a returned one (with
+        ``multiple_outputs``, each key too), as the KubernetesPodOperator does on failure."""
+        if self.multiple_outputs and isinstance(value, Mapping):
+            for key, item in value.items():
+                ti.xcom_push(key=str(key), value=item)
+        ti.xcom_push(key=XCOM_RETURN_KEY, value=value)
 
     def on_kill(self) -> None:
         if self._runner is not None:
