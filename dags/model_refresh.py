@@ -129,7 +129,7 @@ with DAG(
         qualify_outputs.append(qualify_task.output)
 
     @task(task_id="gate", trigger_rule="none_failed", multiple_outputs=True)
-    def gate(stage_result: dict, *qualify_results: list, params: dict | None = None) -> dict:
+    def gate(stage_result: dict, *qualify_results: list, params: dict | None = None, run_id: str | None = None) -> dict:
         """The qualify gate over every class's eval results (fails the run with the reasons)."""
         from airflow.sdk import BaseHook
         from airflow.sdk.exceptions import AirflowFailException
@@ -139,7 +139,7 @@ with DAG(
             return qualify.judge_qualification(
                 SETTINGS, model=params["model"], candidate_version=str(stage_result["model_version"]),
                 evalset_config=EVALSET, results=results, max_drop=params["max_drop"],
-                tracking_uri=BaseHook.get_connection("llmops_mlflow").host)
+                tracking_uri=BaseHook.get_connection("llmops_mlflow").host, airflow_run_id=run_id)
         except qualify.GateFailed as exc:
             raise AirflowFailException(str(exc)) from exc  # a verdict, not a transient error: no retry
 

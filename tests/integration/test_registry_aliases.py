@@ -90,7 +90,7 @@ def _eval_run(experiment_id: str, tmp_path: Path, model: str, version: str, role
              "score": 0.0 if item.category == broken else 1.0, "latency_s": 0.01, "error": None}
             for item in load_evalset(EVALSET).items]
     folder = tmp_path / f"{version}-{role}"
-    folder.mkdir()
+    folder.mkdir(exist_ok=True)
     (folder / "eval_results.json").write_text(json.dumps(rows))
     with mlflow.start_run(experiment_id=experiment_id) as run:
         mlflow.set_tags({"llmops.stage": "qualify", "model": model, "model_version": version, "role": role})
@@ -134,12 +134,12 @@ def test_gate_rejection_drops_the_challenger_and_a_pass_keeps_it(platform, reg, 
     # One slow round (the reported 109.6 ms TPOT p99) among rounds well inside the 100 ms SLO.
     noisy = _latency(slo.latency_rounds, [22.0, 109.6, 18.5, 25.0, 19.9])
 
-    def judge(version: str, broken: str | None) -> dict[str, Any]:
+    def judge(version: str, broken: str | None, airflow_run_id: str | None = None) -> dict[str, Any]:
         run = _eval_run(experiment_id, tmp_path, model, version, "candidate", broken)
         return qualify.judge_qualification(
             settings, model=model, candidate_version=version, evalset_config=str(EVALSET),
             results=[_result(run, "candidate", revision, noisy), _result(champ_run, "champion", revision, noisy)],
-            tracking_uri=platform.endpoints.mlflow_url)
+            tracking_uri=platform.endpoints.mlflow_url, airflow_run_id=airflow_run_id)
 
     reg.set_alias(model, CHALLENGER, degraded)
     with pytest.raises(qualify.GateFailed, match=r"\[cpu\] category 'reverse' dropped by 1\.0000"):
@@ -150,7 +150,8 @@ def test_gate_rejection_drops_the_challenger_and_a_pass_keeps_it(platform, reg, 
     assert reg.by_alias(model, CHAMPION).version == champion
 
     reg.set_alias(model, CHALLENGER, better)
-    summary = judge(better, broken=None)
+    summary = judge(better, broken=None, airflow_run_id="manual__gate-retried")
+    assert judge(better, broken=None, airflow_run_id="manual__gate-retried") == summary, "a retry, same verdict"
     assert summary["passed"] is True
     assert reg.by_alias(model, CHALLENGER).version == better, "a qualified version stays the challenger"
     assert reg.get(model, better).tags[STATUS_TAG] == "qualified"
@@ -167,6 +168,7 @@ def test_gate_rejection_drops_the_challenger_and_a_pass_keeps_it(platform, reg, 
                                    filter_string=f"tags.`llmops.stage` = 'gate' and tags.model = '{model}'")
     assert {r.data.tags["model_version"]: r.data.tags["latency_estimate"] for r in gate_runs} == {
         degraded: verdict["latency_estimate"], better: verdict["latency_estimate"]}
+    assert len(gate_runs) == 2, "the retried gate logged no second verdict run"
     markdown = Path(mlflow.artifacts.download_artifacts(
         run_id=next(r.info.run_id for r in gate_runs if r.data.tags["model_version"] == better),
         artifact_path="gate/verdict.md")).read_text()

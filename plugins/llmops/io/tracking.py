@@ -41,3 +41,23 @@ def configure(tracking_uri: str | None, experiment: str) -> str:
     if found is not None:
         return found.experiment_id
     return mlflow.create_experiment(experiment)
+
+
+def tag_filter(tags: Mapping[str, str]) -> str:
+    """An MLflow search filter matching every tag in ``tags`` exactly (values quoted safely)."""
+    def quoted(value: str) -> str:
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+    return " and ".join(f"tags.`{key}` = {quoted(value)}" for key, value in tags.items())
+
+
+def finished_run(experiment_id: str, tags: Mapping[str, str]) -> str | None:
+    """The id of a FINISHED run of ``experiment_id`` carrying every tag in ``tags``, or None.
+
+    How a retried task finds the record its first attempt completed, so it writes no second one.
+    """
+    from mlflow.tracking import MlflowClient
+
+    query = " and ".join(filter(None, [tag_filter(tags), "attributes.status = 'FINISHED'"]))
+    found = MlflowClient().search_runs([experiment_id], filter_string=query, max_results=1)
+    return found[0].info.run_id if found else None

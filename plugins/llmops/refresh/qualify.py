@@ -35,10 +35,13 @@ def load_item_scores(run_id: str, revision: str, tokenizer_hash: str | None,
 
 
 def judge_qualification(settings: Settings, *, model: str, candidate_version: str, evalset_config: str,
-           results: list[dict[str, Any]], tracking_uri: str, max_drop: float | None = None) -> dict[str, Any]:
+           results: list[dict[str, Any]], tracking_uri: str, max_drop: float | None = None,
+           airflow_run_id: str | None = None) -> dict[str, Any]:
     """Run the qualify gate for every hardware class from the eval pods' results.
 
-    Logs each verdict to MLflow (JSON + Markdown table, per-category deltas as metrics),
+    Logs each verdict to MLflow (JSON + Markdown table, per-category deltas as metrics) once per
+    Airflow run and class: a retried gate task finds the verdict run its first attempt finished
+    and logs no second one;
     tags the candidate version ``qualified`` or ``rejected`` with the reasons (a rejected version
     also loses the ``challenger`` alias when it holds it), and raises :class:`GateFailed` when
     any class fails.
@@ -76,7 +79,8 @@ def judge_qualification(settings: Settings, *, model: str, candidate_version: st
         verdict = gates.qualify(cand_scores, champ_scores, categories, _latency(hw, cand), champ_latency,
                                 hw.slo, gates.GateOptions(latency_tolerance=hw.slo.max_regression or 0.0))
         verdicts[hw_name] = verdict
-        _log_verdict(model, candidate_version, champion.version if champion else None, hw_name, verdict)
+        _log_verdict(model, candidate_version, champion.version if champion else None, hw_name, verdict,
+                     airflow_run_id)
     passed = all(v.passed for v in verdicts.values())
     reasons = [f"[{hw}] {reason}" for hw, v in verdicts.items() for reason in v.reasons if not v.passed]
     gate_tags = {"llmops.gate_reasons": "; ".join(reasons)[:4000] or "passed"}
@@ -125,15 +129,18 @@ def _latency(hw: HardwareClass, result: dict[str, Any]) -> gates.LatencyMeasurem
 
 
 def _log_verdict(model: str, candidate_version: str, champion_version: str | None, hw_name: str,
-                 verdict: gates.GateVerdict) -> None:
+                 verdict: gates.GateVerdict, airflow_run_id: str | None) -> None:
     import mlflow
 
     from llmops.io import tracking
 
     experiment_id = tracking.configure(None, EXPERIMENT)
+    identity = {"llmops.stage": "gate", "model": model, "model_version": candidate_version,
+                "hardware_class": hw_name, **({"airflow_run_id": airflow_run_id} if airflow_run_id else {})}
+    if airflow_run_id and tracking.finished_run(experiment_id, identity) is not None:
+        return  # this run's verdict for this class is already logged: a retry adds nothing
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"gate {model} v{candidate_version} {hw_name}"):
-        mlflow.set_tags({"llmops.stage": "gate", "model": model, "model_version": candidate_version,
-                         "champion_version": champion_version or "none", "hardware_class": hw_name,
+        mlflow.set_tags({**identity, "champion_version": champion_version or "none",
                          "passed": str(verdict.passed).lower(), "latency_estimate": verdict.latency_estimate})
         mlflow.log_metrics({f"delta/{row.category}": row.delta for row in verdict.categories
                             if row.delta is not None})
