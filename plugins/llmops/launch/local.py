@@ -53,7 +53,7 @@ from llmops.config import settings as settings_mod
 from llmops.config.images import image_repository
 from llmops.config.settings import PROJECT_ROOT, Settings
 from llmops.core.podjob import XCOM_DIR, Container, PodJob, PodJobError, expand_env_refs
-from llmops.launch.redact import Redactor, maskable, masker_min_length, redact_exception, register_with_airflow
+from llmops.launch.redact import Redactor, masker_min_length, redact_exception, register_with_airflow
 
 RESULT_FILE = "return.json"
 SIDECAR_STOP_GRACE_S = 10.0
@@ -284,7 +284,7 @@ class LocalPodRunner:
         for container in job.containers:
             for name, ref in container.secret_env.items():
                 value = self._secret(container, name, ref.secret, ref.key)
-                if value and not maskable(value, min_length):
+                if value and len(value) < min_length:
                     self.log.warning("container %s: env %s (secret %r key %r) has fewer than %d characters "
                                      "and is not masked in logs ([logging] min_length_masked_secret)",
                                      container.name, name, ref.secret, ref.key, min_length)
