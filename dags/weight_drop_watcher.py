@@ -4,12 +4,22 @@
 Starts **one `model_refresh` run per new weight drop**, exactly once.
 
 A training pipeline (or `python -m llmops.jobs.publish_drop`) writes a checkpoint to
-`s3://<drops bucket>/<model>/<revision>/` and its `manifest.json` last. This DAG runs
-continuously: a deferrable sensor waits in the triggerer (no worker slot held) until a
-drop appears whose weights have not been seen, claims it with a conditional write of
-`_claims/<weight digest>.json`, and triggers `model_refresh` with a run id derived from the
-weight digest. A re-delivered drop (same weights, any revision) is never processed twice:
-its claim exists, and Airflow would refuse a second run with the same id anyway.
+`s3://<drops bucket>/<model>/<revision>/`, its `manifest.json` last, then an arrival record
+`_arrivals/<UTC time>__<model>__<revision>.json`. This DAG runs continuously:
+
+1. **wait_for_new_drops**: a deferrable sensor (in the triggerer, no worker slot held) lists
+   the arrival records after the remembered cursor, and every `LLMOPS_DROP_SWEEP_INTERVAL_S`
+   sweeps every manifest (for drops written without an arrival record). It only reads.
+2. **trigger_refresh** (mapped): triggers `model_refresh` for each new drop with a run id
+   derived from the model and the weight digest (`drop__<model>__<hex24>`, `__g<n>` for a drop
+   republished after its claim was released); a run that exists already is skipped.
+3. **record_claims** (whatever the triggers did): records the claim
+   `_claims/<model>/<hex>.json` of each drop **whose run exists**, records refusals (a
+   manifest under a model or revision name that breaks the naming rule), and moves the cursor
+   past what is settled. A failed trigger leaves its drop unclaimed: a later poll retries it.
+
+A re-delivered drop (same weights, same model, any revision) is never processed twice: its
+claim is held, and Airflow would refuse a second run with the same id anyway.
 """
 
 from __future__ import annotations
@@ -37,28 +47,40 @@ with DAG(
         task_id="wait_for_new_drops",
         bucket="{{ var.value.llmops_bucket_drops }}",
         poll_interval_s=SETTINGS.drop_poll_interval_s,
+        sweep_interval_s=SETTINGS.drop_sweep_interval_s,
         deferrable=True,
         soft_fail=True,  # a quiet day ends the run as skipped; the next continuous run waits again
     )
 
-    @task(task_id="claim_drops")
-    def claim_drops(drops: list[dict], run_id: str | None = None) -> list[dict]:
-        """Claim each drop (conditional write); only drops claimed by this run start a refresh."""
-        from llmops.io.s3 import client_from_connection
-        from llmops.refresh.drop_watch import Drop, claim
+    @task(task_id="plan_triggers")
+    def plan_triggers(scan: dict) -> list[dict]:
+        """The model_refresh runs to trigger: a deterministic run id and the conf, per new drop."""
+        from llmops.refresh.drop_watch import trigger_kwargs
 
-        s3 = client_from_connection()
-        claimed = []
-        for data in drops:
-            drop = Drop(**{k: data[k] for k in ("bucket", "model", "revision", "identity", "manifest_etag",
-                                                "arrived_at")})
-            if claim(s3, drop, claimed_by=run_id or "unknown"):
-                claimed.append({"trigger_run_id": drop.run_id,
-                                "conf": {"model": drop.model, "drop_uri": drop.uri}})
-        return claimed
+        return trigger_kwargs(scan["drops"])
 
-    TriggerDagRunOperator.partial(
+    triggers = TriggerDagRunOperator.partial(
         task_id="trigger_refresh",
         trigger_dag_id="model_refresh",
-        skip_when_already_exists=True,
-    ).expand_kwargs(claim_drops(new_drops.output))
+        skip_when_already_exists=True,  # a retry, or a run triggered before a crash: nothing to do
+    ).expand_kwargs(plan_triggers(new_drops.output))
+
+    @task(task_id="record_claims", trigger_rule="all_done", multiple_outputs=False)
+    def record_claims(scan: dict | None, run_id: str | None = None) -> dict:
+        """Claim each drop whose model_refresh run exists; record refusals; move the cursor."""
+        from airflow.sdk.exceptions import AirflowSkipException
+        from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+        from llmops.io.s3 import client_from_connection
+        from llmops.refresh import drop_watch
+
+        if not scan:  # the sensor found nothing (soft fail): nothing to record
+            raise AirflowSkipException("no scan to record")
+
+        def run_exists(refresh_run_id: str) -> bool:
+            return RuntimeTaskInstance.get_dr_count(dag_id="model_refresh", run_ids=[refresh_run_id]) > 0
+
+        return drop_watch.record_claims(client_from_connection(), drop_watch.Scan.from_dict(scan), run_exists,
+                                        claimed_by=run_id or "unknown")
+
+    triggers >> record_claims(new_drops.output)

@@ -70,6 +70,8 @@ ENV_VARS: dict[str, EnvVar] = {v.name: v for v in (
     EnvVar("LLMOPS_REFRESH_HARDWARE_CLASSES", None, "classes the refresh pipeline can qualify on "
            "(comma-separated; default: the default class)"),
     EnvVar("LLMOPS_DROP_POLL_INTERVAL_S", "30", "how often the drop watcher's trigger polls the drops bucket"),
+    EnvVar("LLMOPS_DROP_SWEEP_INTERVAL_S", "900", "how often (seconds) the drop watcher also sweeps every manifest "
+           "of the drops bucket, for drops written without an arrival record"),
     EnvVar("LLMOPS_CANARY_WINDOW_S", "300", "default window of a canary step, in seconds"),
     EnvVar("LLMOPS_CANARY_ROUTER", None, "`nginx` (proxy inside the canary pod) or `gateway` (HTTPRoute); "
            "default: gateway with the kubernetes launcher, nginx otherwise"),
@@ -163,6 +165,7 @@ class Settings:
     refresh_hardware_classes: tuple[str, ...]
     drop_poll_interval_s: float
     canary_window_s: int
+    drop_sweep_interval_s: float = 900.0
     local_runtimes: dict[str, Path] = field(default_factory=dict)
     # How canary traffic is split: "nginx" (a proxy inside the canary pod, the embedded default)
     # or "gateway" (a model's long-lived HTTPRoute and Deployments; see llmops.serving.deployments).
@@ -215,6 +218,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         service_account=get("LLMOPS_K8S_SERVICE_ACCOUNT") or "llmops-jobs",
         default_hardware_class=default_class,
         drop_poll_interval_s=_number("LLMOPS_DROP_POLL_INTERVAL_S", get("LLMOPS_DROP_POLL_INTERVAL_S"), float),
+        drop_sweep_interval_s=_number("LLMOPS_DROP_SWEEP_INTERVAL_S", get("LLMOPS_DROP_SWEEP_INTERVAL_S"), float),
         canary_window_s=_number("LLMOPS_CANARY_WINDOW_S", get("LLMOPS_CANARY_WINDOW_S"), int),
         refresh_hardware_classes=comma_list(get("LLMOPS_REFRESH_HARDWARE_CLASSES") or default_class),
         local_runtimes=_local_runtimes(get("LLMOPS_LOCAL_RUNTIMES"), jobs_image, vllm_image, vllm_venv),

@@ -5,6 +5,13 @@ A drop is ``s3://<drops bucket>/<model>/<revision>/<path>`` for every file of th
 sees half a drop. The manifest lists every file with its size and SHA-256, the model family,
 source, revision and the digest-pinned serving image (see :mod:`llmops.core.manifests`).
 
+The arrival contract, for every publisher: (1) the manifest last; (2) right after it, an
+arrival record ``_arrivals/<UTC %Y%m%dT%H%M%S.%fZ>__<model>__<revision>.json``
+(:func:`llmops.refresh.drop_watch.arrival_key`), which is how the watcher finds a drop within
+one poll without listing the bucket; a drop without one is found by the watcher's periodic
+sweep instead (``LLMOPS_DROP_SWEEP_INTERVAL_S``). Model and revision must follow
+:mod:`llmops.refresh.drop_names` (the model is the ``model_refresh`` param and part of a run id).
+
 Tests and demos inject faults with :class:`Faults`; the manifest always describes the *true*
 folder, so each fault is what receive must catch:
 
@@ -31,6 +38,8 @@ from typing import Any
 from llmops.core.manifests import MANIFEST_NAME, ManifestFile, WeightDropManifest, parse_drop_manifest, path_problem
 from llmops.io.integrity import hash_file
 from llmops.io.s3 import head, s3_uri, write_json
+from llmops.refresh.drop_names import drop_name_problem
+from llmops.refresh.drop_watch import arrival_key
 from llmops.refresh.staging import drop_prefix
 
 log = logging.getLogger(__name__)
@@ -71,6 +80,7 @@ class PublishResult:
     uploaded: tuple[str, ...]
     bytes_uploaded: int
     faults: Faults = field(default_factory=Faults)
+    arrival_uri: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready data (the publish job's result)."""
@@ -79,7 +89,7 @@ class PublishResult:
             "model": self.manifest.model, "revision": self.manifest.revision,
             "weight_digest": self.manifest.weight_digest, "runtime_image": self.manifest.runtime_image,
             "files": len(self.manifest.files), "uploaded": list(self.uploaded),
-            "bytes_uploaded": self.bytes_uploaded, "faults": self.faults.to_dict(),
+            "bytes_uploaded": self.bytes_uploaded, "faults": self.faults.to_dict(), "arrival_uri": self.arrival_uri,
         }
 
 
@@ -139,6 +149,7 @@ def publish_drop(s3: Any, directory: str | Path, bucket: str, *, model: str, rev
     an error. Raises :class:`PublishError` or :class:`llmops.core.manifests.ManifestError` before
     anything is uploaded when an option or the manifest is wrong.
     """
+    check_drop_names(model, revision)
     root = Path(directory).resolve()
     faults = faults or Faults()
     files = model_files(root, exclude)
@@ -180,11 +191,32 @@ def publish_drop(s3: Any, directory: str | Path, bucket: str, *, model: str, rev
             extra_bytes += len(EXTRA_CONTENT)
     listed = manifest if not faults.extra else _without(manifest, faults.extra)
     write_json(s3, bucket, manifest_key, listed.to_dict())
+    arrival = write_arrival(s3, bucket, model, revision, manifest_key)
     uploaded = (*transforms, *(r for r in faults.extra if r not in files))
     log.info("published %s: %d objects, manifest last%s", s3_uri(bucket, prefix), len(uploaded),
              f" (faults: {faults.to_dict()})" if faults else "")
     return PublishResult(drop_uri=s3_uri(bucket, prefix), manifest_uri=s3_uri(bucket, manifest_key),
-                         manifest=listed, uploaded=uploaded, bytes_uploaded=sum(sizes) + extra_bytes, faults=faults)
+                         manifest=listed, uploaded=uploaded, bytes_uploaded=sum(sizes) + extra_bytes, faults=faults,
+                         arrival_uri=s3_uri(bucket, arrival))
+
+
+def check_drop_names(model: str, revision: str) -> None:
+    """Raise :class:`PublishError` naming the segment, the rule and the fix when ``model`` or
+    ``revision`` cannot be a drop path segment (:mod:`llmops.refresh.drop_names`)."""
+    problem = drop_name_problem(model, revision)
+    if problem is not None:
+        option = "--model" if problem.segment == "model" else "--revision"
+        raise PublishError(f"{option} {problem.value!r}: cannot be the drop's {problem.segment} segment; "
+                           f"rule: {problem.rule}; fix: {problem.fix}")
+
+
+def write_arrival(s3: Any, bucket: str, model: str, revision: str, manifest_key: str,
+                  at: datetime | None = None) -> str:
+    """Write the drop's arrival record (after its manifest: the arrival contract); return its key."""
+    key = arrival_key(model, revision, at or datetime.now(UTC))
+    write_json(s3, bucket, key, {"model": model, "revision": revision, "manifest_key": manifest_key,
+                                 "manifest_uri": s3_uri(bucket, manifest_key)})
+    return key
 
 
 def _check_faults(faults: Faults, root: Path, files: Sequence[str]) -> None:
