@@ -274,7 +274,7 @@ def test_class_name_cannot_escape_the_folder() -> None:
 def test_invalid_yaml_is_named(tmp_path: Path) -> None:
     path = tmp_path / "broken.yaml"
     path.write_text("name: broken\nvllm: [unclosed\n")
-    with pytest.raises(HardwareConfigError, match=r"broken\.yaml: \(file\): not valid YAML"):
+    with pytest.raises(HardwareConfigError, match=r"broken\.yaml: line 3: not valid YAML"):
         load_file(path)
 
 

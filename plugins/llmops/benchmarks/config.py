@@ -18,11 +18,15 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from llmops.config.settings import PROJECT_ROOT, SettingsError, comma_list, env
+
+# A hardware class name (llmops.core.hardware's rule): it becomes a file name and an MLflow tag.
+_CLASS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
 
 
 @dataclass(frozen=True)
@@ -47,14 +51,19 @@ def load(environ: Mapping[str, str] | None = None) -> BenchmarkSettings:
                          or get("LLMOPS_DEFAULT_HARDWARE_CLASS"))
     if not classes:
         raise SettingsError("LLMOPS_BENCHMARK_HARDWARE_CLASSES is empty: name at least one hardware class")
+    for name in classes:
+        if not _CLASS_NAME.match(name):
+            raise SettingsError(f"LLMOPS_BENCHMARK_HARDWARE_CLASSES: {name[:100]!r} is not a hardware class name; "
+                                "fix: use the names of include/hardware_configs/<name>.yaml, comma-separated "
+                                "(lowercase letters, digits and '-')")
     timezone = get("LLMOPS_BENCHMARK_TIMEZONE")
     try:
         from zoneinfo import ZoneInfo
 
         ZoneInfo(timezone)
     except (KeyError, ValueError, OSError) as exc:
-        raise SettingsError(f"LLMOPS_BENCHMARK_TIMEZONE={timezone!r} is not an IANA time zone "
-                            f"(e.g. Europe/Berlin): {exc}") from None
+        raise SettingsError(f"LLMOPS_BENCHMARK_TIMEZONE={timezone[:100]!r} is not an IANA time zone; "
+                            f"fix: use a name such as Europe/Berlin or UTC ({str(exc)[:200]})") from None
     return BenchmarkSettings(
         hardware_classes=classes,
         default_model=get("LLMOPS_BENCHMARK_DEFAULT_MODEL"),

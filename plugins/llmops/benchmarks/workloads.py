@@ -36,6 +36,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from llmops.core.fields import INPUT_ERRORS, kind, load_yaml_file, short_repr
+from llmops.core.limits import BENCHMARK_MATRIX_MAX_BYTES, BENCHMARK_MAX_WORKLOADS
+
 SUFFIX = ".yaml"
 DATASETS = ("random",)
 _BLOCK_KEYS = ("input_len", "output_len", "request_rate", "max_concurrency")
@@ -85,10 +88,30 @@ class Workload:
         return data
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Workload:
-        """Inverse of :meth:`to_dict`."""
+    def from_dict(cls, data: Mapping[str, Any], source: str = "--workloads") -> Workload:
+        """Inverse of :meth:`to_dict`; raises :class:`WorkloadError` naming ``source`` and the field."""
+        if not isinstance(data, Mapping):
+            raise WorkloadError(source, "(workload)", f"expected a mapping, got {kind(data)}",
+                                "pass the list workloads_to_json() writes")
+        fields = set(cls.__dataclass_fields__)
+        for key in fields - {"dataset", "seed", "ignore_eos", "num_warmups"}:
+            if key not in data:
+                raise WorkloadError(source, key, "required key is missing", "pass the list workloads_to_json() writes")
+        for key in data:
+            if key not in fields:
+                raise WorkloadError(source, str(key)[:100], "unknown key", f"use one of {sorted(fields)}")
         values = dict(data)
-        values["request_rate"] = float(values["request_rate"])
+        values["request_rate"] = _rate(values["request_rate"], source, "request_rate")
+        for key in ("input_len", "output_len", "max_concurrency", "num_prompts"):
+            values[key] = _positive_int(values[key], source, key)
+        for key in ("seed", "num_warmups"):
+            if key in values:
+                values[key] = _int(values[key], source, key)
+        if "ignore_eos" in values:
+            values["ignore_eos"] = _bool(values["ignore_eos"], source, "ignore_eos")
+        if values.get("dataset", "random") not in DATASETS:
+            raise WorkloadError(source, "dataset", f"{short_repr(values['dataset'])} is not supported",
+                                f"use one of {list(DATASETS)}")
         return cls(**values)
 
 
@@ -141,34 +164,36 @@ def matrix_path(hardware_class: str, matrices_dir: str | Path) -> Path:
 
 def load_matrix(hardware_class: str, matrices_dir: str | Path) -> WorkloadMatrix:
     """Load and validate ``<matrices_dir>/<hardware_class>.yaml``; raise :class:`WorkloadError`."""
-    import yaml
-
     path = matrix_path(hardware_class, matrices_dir)
     if not path.is_file():
         known = sorted(p.stem for p in Path(matrices_dir).glob(f"*{SUFFIX}"))
         raise WorkloadError(path, "(file)", f"no workload matrix for hardware class {hardware_class!r}",
                             f"add {path.name} (classes with one: {known})")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise WorkloadError(path, "(file)", f"not valid YAML: {exc}", "fix the YAML syntax") from exc
+        data = load_yaml_file(path, BENCHMARK_MATRIX_MAX_BYTES, limit_name="BENCHMARK_MATRIX_MAX_BYTES")
+    except INPUT_ERRORS as exc:
+        raise WorkloadError(path, exc.field, exc.problem, exc.fix) from None
     return parse_matrix(data, path, hardware_class)
 
 
 def parse_matrix(data: Any, path: str | Path, hardware_class: str) -> WorkloadMatrix:
     """Validate a loaded matrix document (see the module docstring for the format)."""
     if not isinstance(data, dict):
-        raise WorkloadError(path, "(file)", "expected a mapping at the top level",
+        raise WorkloadError(path, "(file)", f"expected a mapping at the top level, got {kind(data)}",
                             "write hardware_class, num_prompts, matrix, ... as top-level keys")
-    unknown = sorted(set(data) - _TOP_KEYS)
+    unknown = sorted(str(key) for key in set(data) - _TOP_KEYS)
     if unknown:
-        raise WorkloadError(path, unknown[0], "unknown key", f"remove it or use one of {sorted(_TOP_KEYS)}")
+        raise WorkloadError(path, unknown[0][:100], "unknown key", f"remove it or use one of {sorted(_TOP_KEYS)}")
     if data.get("hardware_class") != hardware_class:
-        raise WorkloadError(path, "hardware_class", f"{data.get('hardware_class')!r} does not match the file name",
+        raise WorkloadError(path, "hardware_class",
+                            f"{short_repr(data.get('hardware_class'))} does not match the file name",
                             f"set `hardware_class: {hardware_class}`")
     dataset = data.get("dataset", "random")
-    if dataset not in DATASETS:
-        raise WorkloadError(path, "dataset", f"{dataset!r} is not supported", f"use one of {list(DATASETS)}")
+    if not isinstance(dataset, str) or dataset not in DATASETS:
+        raise WorkloadError(path, "dataset", f"{short_repr(dataset)} is not supported", f"use one of {list(DATASETS)}")
+    if "description" in data and not isinstance(data["description"], str):
+        raise WorkloadError(path, "description", f"expected a string, got {kind(data['description'])}",
+                            "write one line for humans")
     common = {
         "num_prompts": _positive_int(data.get("num_prompts"), path, "num_prompts"),
         "seed": _int(data.get("seed", 0), path, "seed"),
@@ -184,6 +209,10 @@ def parse_matrix(data: Any, path: str | Path, hardware_class: str) -> WorkloadMa
     workloads: list[Workload] = []
     for i, block in enumerate(blocks):
         workloads += _expand_block(block, path, f"matrix[{i}]", common)
+        if len(workloads) > BENCHMARK_MAX_WORKLOADS:
+            raise WorkloadError(path, f"matrix[{i}]", f"the matrix expands to more than {BENCHMARK_MAX_WORKLOADS} "
+                                "workloads (llmops.core.limits.BENCHMARK_MAX_WORKLOADS)",
+                                "shorten the lists: every block runs each combination of its values")
     names = [w.name for w in workloads]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -191,12 +220,21 @@ def parse_matrix(data: Any, path: str | Path, hardware_class: str) -> WorkloadMa
                             "remove the overlap between blocks")
     regression = data.get("regression") or {}
     if not isinstance(regression, dict):
-        raise WorkloadError(path, "regression", "expected a mapping", "write `regression: {window: 7, ...}`")
+        raise WorkloadError(path, "regression", f"expected a mapping, got {kind(regression)}",
+                            "write `regression: {window: 7, ...}`")
+    for key, value in regression.items():
+        if key == "metrics":
+            if not isinstance(value, list) or not all(isinstance(m, str) for m in value):
+                raise WorkloadError(path, "regression.metrics", f"expected a list of metric names, got {kind(value)}",
+                                    "write e.g. `metrics: [request_throughput_rps, ttft_p99_ms]`")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise WorkloadError(path, f"regression.{key}", f"expected a number, got {kind(value)}",
+                                "write a number without quotes")
     from llmops.benchmarks.regression import Policy, PolicyError
 
     try:
         Policy.from_dict(regression)
-    except (PolicyError, TypeError) as exc:
+    except (PolicyError, TypeError, ValueError) as exc:
         raise WorkloadError(path, "regression", str(exc), "correct the policy values") from None
     return WorkloadMatrix(hardware_class=hardware_class, workloads=tuple(workloads), regression=regression,
                           source=str(path))
@@ -204,11 +242,12 @@ def parse_matrix(data: Any, path: str | Path, hardware_class: str) -> WorkloadMa
 
 def _expand_block(block: Any, path: str | Path, where: str, common: dict[str, Any]) -> list[Workload]:
     if not isinstance(block, dict):
-        raise WorkloadError(path, where, "expected a mapping", f"write a mapping with {list(_BLOCK_KEYS)}")
+        raise WorkloadError(path, where, f"expected a mapping, got {kind(block)}",
+                            f"write a mapping with {list(_BLOCK_KEYS)}")
     allowed = {*_BLOCK_KEYS, "num_prompts"}
-    unknown = sorted(set(block) - allowed)
+    unknown = sorted(str(key) for key in set(block) - allowed)
     if unknown:
-        raise WorkloadError(path, f"{where}.{unknown[0]}", "unknown key", f"use one of {sorted(allowed)}")
+        raise WorkloadError(path, f"{where}.{unknown[0][:100]}", "unknown key", f"use one of {sorted(allowed)}")
     lists: dict[str, list[Any]] = {}
     for key in _BLOCK_KEYS:
         if key not in block:
@@ -217,6 +256,11 @@ def _expand_block(block: Any, path: str | Path, where: str, common: dict[str, An
         lists[key] = value if isinstance(value, list) else [value]
         if not lists[key]:
             raise WorkloadError(path, f"{where}.{key}", "empty list", "give at least one value")
+    combinations = math.prod(len(values) for values in lists.values())
+    if combinations > BENCHMARK_MAX_WORKLOADS:
+        raise WorkloadError(path, where, f"expands to {combinations} workloads, over the limit of "
+                            f"{BENCHMARK_MAX_WORKLOADS} (llmops.core.limits.BENCHMARK_MAX_WORKLOADS)",
+                            "shorten the lists: the block runs each combination of its values")
     values = {
         "input_len": [_positive_int(v, path, f"{where}.input_len") for v in lists["input_len"]],
         "output_len": [_positive_int(v, path, f"{where}.output_len") for v in lists["output_len"]],
@@ -233,19 +277,19 @@ def _expand_block(block: Any, path: str | Path, where: str, common: dict[str, An
 
 def _positive_int(value: Any, path: str | Path, field: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise WorkloadError(path, field, f"{value!r} is not a whole number >= 1", "write e.g. 64")
+        raise WorkloadError(path, field, f"{short_repr(value)} is not a whole number >= 1", "write e.g. 64")
     return value
 
 
 def _int(value: Any, path: str | Path, field: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise WorkloadError(path, field, f"{value!r} is not a whole number >= 0", "write e.g. 0")
+        raise WorkloadError(path, field, f"{short_repr(value)} is not a whole number >= 0", "write e.g. 0")
     return value
 
 
 def _bool(value: Any, path: str | Path, field: str) -> bool:
     if not isinstance(value, bool):
-        raise WorkloadError(path, field, f"{value!r} is not true/false", "write true or false")
+        raise WorkloadError(path, field, f"{short_repr(value)} is not true/false", "write true or false")
     return value
 
 
@@ -257,8 +301,8 @@ def _rate(value: Any, path: str | Path, field: str) -> float:
         return math.inf
     if isinstance(value, float) and math.isinf(value) and value > 0:
         return math.inf
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise WorkloadError(path, field, f"{value!r} is not a rate > 0 or inf",
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or math.isnan(value):
+        raise WorkloadError(path, field, f"{short_repr(value)} is not a rate > 0 or inf",
                             "write requests per second (e.g. 8) or inf for all requests at once")
     return float(value)
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from llmops.config.images import is_pinned_by_digest
+from llmops.core.fields import INPUT_ERRORS, parse_json, short_repr
+from llmops.core.limits import MANIFEST_MAX_BYTES, check_size
 from llmops.core.manifests import FIELD_HINTS, NAME_RE, SHA256_RE, ManifestError, Problem, json_type, timestamp_problem
 
 DEPLOYMENT_SCHEMA_VERSION = 1
@@ -138,6 +140,18 @@ class DeploymentManifest:
         }
 
     @classmethod
+    def from_json(cls, body: bytes, uri: str) -> DeploymentManifest:
+        """Validate the raw bytes of a deployment manifest (at most
+        :data:`~llmops.core.limits.MANIFEST_MAX_BYTES`, strict JSON); errors are :class:`ManifestError`."""
+        try:
+            check_size(uri, "the deployment manifest", len(body), MANIFEST_MAX_BYTES,
+                       "write the object DeploymentManifest.to_dict() returns", name="MANIFEST_MAX_BYTES")
+            data = parse_json(body, uri)
+        except INPUT_ERRORS as exc:
+            raise ManifestError(uri, [(exc.field, exc.problem, exc.fix)]) from None
+        return cls.from_dict(data, uri)
+
+    @classmethod
     def from_dict(cls, data: Any, uri: str = "<deployment manifest>") -> DeploymentManifest:
         """Validate ``data`` (as written by :meth:`to_dict`); errors name ``uri``, the field and the fix."""
         if not isinstance(data, Mapping):
@@ -159,33 +173,38 @@ def _deployment_problems(data: Mapping[str, Any]) -> list[Problem]:
     problems: list[Problem] = []
     for key in data:
         if key not in _DEPLOYMENT_FIELDS:
-            problems.append((str(key), "is not a deployment-manifest field", "remove it"))
+            problems.append((str(key)[:100], "is not a deployment-manifest field",
+                             f"remove it, or use one of {', '.join(_DEPLOYMENT_FIELDS)}"))
     for name in _DEPLOYMENT_REQUIRED:
-        if data.get(name) in (None, ""):
+        if _blank(data.get(name)):
             problems.append((name, "is missing", f"set {name}"))
     for name in ("weight_digest", "tokenizer_hash", "chat_template_hash"):
         value = data.get(name)
-        if value not in (None, "") and (not isinstance(value, str) or not SHA256_RE.match(value)):
-            problems.append((name, f"{value!r} is not a SHA-256 hex digest", "use 64 lowercase hex characters"))
+        if not _blank(value) and (not isinstance(value, str) or not SHA256_RE.match(value)):
+            problems.append((name, f"{short_repr(value)} is not a SHA-256 hex digest",
+                             "use 64 lowercase hex characters"))
     for name in ("model_name", "weights_uri", "runtime_version", "created_at"):
         value = data.get(name)
-        if value not in (None, "") and not isinstance(value, str):
-            problems.append((name, f"must be a string, got {value!r}", f"set {name} to a string"))
+        if not _blank(value) and not isinstance(value, str):
+            problems.append((name, f"must be a string, got a JSON {json_type(value)} {short_repr(value)}",
+                             f"set {name} to a string"))
     if isinstance(data.get("model_name"), str) and data["model_name"] and not NAME_RE.match(data["model_name"]):
-        problems.append(("model_name", f"{data['model_name']!r} is not a model name",
+        problems.append(("model_name", f"{short_repr(data['model_name'])} is not a model name",
                          "use 1-128 letters, digits, '.', '_' or '-'"))
     image = data.get("runtime_image")
-    if image not in (None, "") and (not isinstance(image, str) or not is_pinned_by_digest(image)):
-        problems.append(("runtime_image", f"{image!r} is not pinned by digest", "use repo@sha256:<64 lowercase hex>"))
+    if not _blank(image) and (not isinstance(image, str) or not is_pinned_by_digest(image)):
+        problems.append(("runtime_image", f"{short_repr(image)} is not pinned by digest",
+                         "use repo@sha256:<64 lowercase hex>"))
     configs = data.get("hardware_configs")
-    if configs not in (None, ""):
+    if not _blank(configs):
         if not isinstance(configs, Mapping) or not configs:
-            problems.append(("hardware_configs", f"must be a non-empty object, got {configs!r}",
+            problems.append(("hardware_configs", f"must be a non-empty object, got {short_repr(configs)}",
                              "map each hardware class name to its config hash"))
         else:
             for name, digest in configs.items():
                 if not isinstance(digest, str) or not SHA256_RE.match(digest):
-                    problems.append((f"hardware_configs.{name}", f"{digest!r} is not a SHA-256 hex digest",
+                    problems.append((f"hardware_configs.{str(name)[:100]}",
+                                     f"{short_repr(digest)} is not a SHA-256 hex digest",
                                      "use HardwareClass.config_hash"))
     created = data.get("created_at")
     created_problem = timestamp_problem(created) if isinstance(created, str) and created else None
@@ -193,12 +212,19 @@ def _deployment_problems(data: Mapping[str, Any]) -> list[Problem]:
         problems.append(("created_at", created_problem, FIELD_HINTS["created_at"]))
     version = data.get("model_version")
     if version is not None and (not isinstance(version, str) or not version):
-        problems.append(("model_version", f"must be a non-empty string or null, got {version!r}",
+        problems.append(("model_version", f"must be a non-empty string or null, got {short_repr(version)}",
                          "use the MLflow model version as a string, e.g. \"3\""))
-    if data.get("schema_version", DEPLOYMENT_SCHEMA_VERSION) != DEPLOYMENT_SCHEMA_VERSION:
-        problems.append(("schema_version", f"{data.get('schema_version')!r} is not supported",
+    schema = data.get("schema_version", DEPLOYMENT_SCHEMA_VERSION)
+    if type(schema) is not int or schema != DEPLOYMENT_SCHEMA_VERSION:  # true == 1 and 1.0 == 1 in Python
+        problems.append(("schema_version", f"{short_repr(schema)} is not supported",
                          f"write schema_version {DEPLOYMENT_SCHEMA_VERSION}"))
     source = data.get("source_drop")
     if source is not None and not isinstance(source, str):
-        problems.append(("source_drop", f"must be a string or null, got {source!r}", "use the drop's s3:// URI"))
+        problems.append(("source_drop", f"must be a string or null, got {short_repr(source)}",
+                         "use the drop's s3:// URI"))
     return problems
+
+
+def _blank(value: Any) -> bool:
+    """``None`` or the empty string: a field left unset."""
+    return value is None or (isinstance(value, str) and value == "")

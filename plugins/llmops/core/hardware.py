@@ -7,7 +7,9 @@ is judged against, and the Airflow pool that rations those GPUs.
 
 Loading is strict: an unknown key, a missing knob or an impossible combination raises
 :class:`HardwareConfigError`, whose message names the file, the field and the fix. A typo in
-a config must fail the DAG parse, not silently fall back to a vLLM default on a GPU node.
+a config must fail the DAG parse, not silently fall back to a vLLM default on a GPU node. So
+does a hostile file: over :data:`~llmops.core.limits.HARDWARE_CONFIG_MAX_BYTES`, not UTF-8, a
+repeated key, a YAML alias bomb, NaN or infinity (see :mod:`llmops.core.fields`).
 
 Only pydantic and PyYAML are imported: DAG files load these at parse time.
 """
@@ -20,8 +22,10 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
-import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from llmops.core.fields import INPUT_ERRORS, kind, load_yaml_file, short_repr
+from llmops.core.limits import HARDWARE_CONFIG_MAX_BYTES, MAX_REPORTED_PROBLEMS
 
 KvCacheDtype = Literal["auto", "bfloat16", "fp8", "fp8_e4m3", "fp8_e5m2", "fp8_inc", "fp8_ds_mla"]
 KV_CACHE_DTYPES: tuple[str, ...] = get_args(KvCacheDtype)
@@ -42,20 +46,30 @@ MAX_LATENCY_ROUNDS = 15
 # adding them did not change the hash (and the pins) of a class that does not use them.
 _HASH_OMITTED_DEFAULTS: dict[str, dict[str, Any]] = {"slo": {"shared_cpu": False, "latency_rounds": 1}}
 
-# Flags that vllm_serve_args() sets from a knob (or from the caller): repeating one in
-# extra_args would make the last occurrence win silently and hide the knob's value.
-_MANAGED_FLAGS = {
+LAUNCHER_FLAGS: dict[str, str] = {
     "--model": "the model_path argument",
     "--port": "the port_ref argument",
     "--served-model-name": "the served_model_name argument",
     "--tensor-parallel-size": "vllm.tensor_parallel_size",
     "-tp": "vllm.tensor_parallel_size",
+}
+"""Flags :meth:`HardwareClass.vllm_serve_args` sets from its caller (where the weights are, how
+the server is reached) or from the GPU count the pod requests; no override may change them."""
+
+KNOB_FLAGS: dict[str, str] = {
     "--gpu-memory-utilization": "vllm.gpu_memory_utilization",
     "--max-num-seqs": "vllm.max_num_seqs",
     "--kv-cache-dtype": "vllm.kv_cache_dtype",
     "--max-model-len": "vllm.max_model_len",
     "--dtype": "vllm.dtype",
 }
+"""Flags :meth:`HardwareClass.vllm_serve_args` sets from a tuning knob of the class; a canary may
+override them (e.g. ``--max-model-len 16`` to inject a config regression)."""
+
+# Repeating one of these in extra_args would make the last occurrence win silently and hide the
+# knob's (or the caller's) value.
+_MANAGED_FLAGS = {**LAUNCHER_FLAGS, **KNOB_FLAGS}
+_COUNT = re.compile(r"^[0-9]{1,6}$")
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -73,11 +87,14 @@ class HardwareConfigError(ValueError):
         self.file = str(file)
         self.problems = problems
         self.field = problems[0][0] if problems else ""
-        lines = [f"{field}: {problem}; fix: {fix}" for field, problem, fix in problems]
-        if len(lines) == 1:
+        lines = [f"{field}: {problem}; fix: {fix}" for field, problem, fix in problems[:MAX_REPORTED_PROBLEMS]]
+        if len(problems) > MAX_REPORTED_PROBLEMS:
+            lines.append(f"... and {len(problems) - MAX_REPORTED_PROBLEMS} more problems; fix: correct the ones "
+                         "above and load the file again")
+        if len(problems) == 1:
             message = f"{self.file}: {lines[0]}"
         else:
-            message = f"{self.file}: {len(lines)} problems:\n" + "\n".join(f"  - {line}" for line in lines)
+            message = f"{self.file}: {len(problems)} problems:\n" + "\n".join(f"  - {line}" for line in lines)
         super().__init__(message)
 
 
@@ -102,8 +119,9 @@ Quantity = Annotated[str, BeforeValidator(_quantity)]
 
 
 class _Strict(BaseModel):
-    # strict: "2" is not a GPU count and `true` is not an env value; extra: typos fail.
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    # strict: "2" is not a GPU count and `true` is not an env value; extra: typos fail;
+    # .nan / .inf are no latency objective or memory fraction.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 class GpuSpec(_Strict):
@@ -246,6 +264,9 @@ def config_path(name: str, configs_dir: str | Path) -> Path:
 
 def load_hardware_class(name: str, configs_dir: str | Path) -> HardwareClass:
     """Load and validate ``<configs_dir>/<name>.yaml``; raise :class:`HardwareConfigError`."""
+    if not isinstance(name, str):
+        raise HardwareConfigError(configs_dir, [("name", f"expected a hardware class name, got {kind(name)}",
+                                                 "pass the class name as a string (e.g. h100x1)")])
     path = config_path(name, configs_dir)
     if not _NAME.match(name):
         raise HardwareConfigError(path, [("name", f"{name!r} is not a valid hardware class name",
@@ -261,11 +282,11 @@ def load_file(path: str | Path) -> HardwareClass:
     """Load and validate one hardware-class YAML file."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise HardwareConfigError(path, [("(file)", f"not valid YAML: {exc}", "fix the YAML syntax")]) from exc
+        data = load_yaml_file(path, HARDWARE_CONFIG_MAX_BYTES, limit_name="HARDWARE_CONFIG_MAX_BYTES")
+    except INPUT_ERRORS as exc:
+        raise HardwareConfigError(path, [(exc.field, exc.problem, exc.fix)]) from None
     if not isinstance(data, dict):
-        raise HardwareConfigError(path, [("(file)", "expected a mapping at the top level",
+        raise HardwareConfigError(path, [("(file)", f"expected a mapping at the top level, got {kind(data)}",
                                           "write `name: ...`, `gpu: ...` etc. as top-level keys")])
     try:
         hw = HardwareClass.model_validate(data)
@@ -317,7 +338,7 @@ def _explain(err: Any) -> tuple[str, str, str]:
     hint = _field_description(loc)
     if kind == "missing":
         return field, "required key is missing", f"add `{loc[-1]}:`" + (f" ({hint})" if hint else "")
-    problem = f"{err['msg'].removeprefix('Value error, ')} (got {err.get('input')!r})"
+    problem = f"{err['msg'].removeprefix('Value error, ')} (got {short_repr(err.get('input'))})"
     fixes = [fix for fix in (_TYPE_FIXES.get(kind), f"expected {hint}" if hint else None) if fix]
     return field, problem, "; ".join(fixes) or "correct the value"
 
@@ -364,9 +385,9 @@ def _flag_value(args: list[str], *flags: str) -> int:
     """Value of an integer flag in ``args`` (``--x N`` or ``--x=N``), 1 when absent."""
     for i, arg in enumerate(args):
         for flag in flags:
-            if arg == flag and i + 1 < len(args) and args[i + 1].isdigit():
+            if arg == flag and i + 1 < len(args) and _COUNT.match(args[i + 1]):
                 return int(args[i + 1])
-            if arg.startswith(flag + "=") and arg.split("=", 1)[1].isdigit():
+            if arg.startswith(flag + "=") and _COUNT.match(arg.split("=", 1)[1]):
                 return int(arg.split("=", 1)[1])
     return 1
 

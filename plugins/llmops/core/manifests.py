@@ -3,7 +3,8 @@
 - The **weight-drop manifest** (``manifest.json``, written last in ``s3://<drops>/<model>/<revision>/``,
   so its arrival marks a complete drop) lists every file of the drop with its size and SHA-256,
   plus the model family, source, revision and the digest-pinned serving runtime image.
-  :func:`parse_drop_manifest` checks it strictly and collects every problem into one
+  :func:`load_drop_manifest` (raw bytes, size-limited) and :func:`parse_drop_manifest` (parsed
+  JSON) check it strictly and collect every problem into one
   :class:`ManifestError` whose message names the manifest URI, each field as a JSON path
   (``files[3].sha256``) and the fix.
   What a deployment pins is :mod:`llmops.core.deployment`'s; both report problems the same way
@@ -28,6 +29,8 @@ from functools import cached_property
 from typing import Any
 
 from llmops.config.images import is_pinned_by_digest
+from llmops.core.fields import INPUT_ERRORS, json_type, parse_json, short_repr
+from llmops.core.limits import MANIFEST_MAX_BYTES, MANIFEST_MAX_FILES, MAX_REPORTED_PROBLEMS, check_size
 
 MANIFEST_NAME = "manifest.json"
 """File name of the weight-drop manifest at the root of a drop prefix."""
@@ -64,17 +67,21 @@ class ManifestError(ValueError):
         self.uri = uri
         self.problems = problems
         self.field = problems[0][0] if problems else ""
-        lines = [f"{field}: {problem}; fix: {fix}" for field, problem, fix in problems]
-        if len(lines) == 1:
+        lines = [f"{field}: {problem}; fix: {fix}" for field, problem, fix in problems[:MAX_REPORTED_PROBLEMS]]
+        if len(problems) > MAX_REPORTED_PROBLEMS:
+            lines.append(f"... and {len(problems) - MAX_REPORTED_PROBLEMS} more problems")
+        if len(problems) == 1:
             message = f"{uri}: {lines[0]}"
         else:
-            message = f"{uri}: {len(lines)} problems:\n" + "\n".join(f"  - {line}" for line in lines)
+            message = f"{uri}: {len(problems)} problems:\n" + "\n".join(f"  - {line}" for line in lines)
         super().__init__(message)
 
     def to_dict(self) -> dict[str, Any]:
-        """The problems as JSON-ready data (for a quarantine ``reason.json``)."""
-        return {"manifest": self.uri,
-                "problems": [{"field": f, "problem": p, "fix": x} for f, p, x in self.problems]}
+        """The problems as JSON-ready data (for a quarantine ``reason.json``; the first
+        :data:`~llmops.core.limits.MAX_REPORTED_PROBLEMS` of them, and how many there are)."""
+        return {"manifest": self.uri, "problem_count": len(self.problems),
+                "problems": [{"field": f, "problem": p, "fix": x}
+                             for f, p, x in self.problems[:MAX_REPORTED_PROBLEMS]]}
 
 
 @dataclass(frozen=True)
@@ -133,6 +140,25 @@ class WeightDropManifest:
         }
 
 
+def load_drop_manifest(body: bytes, uri: str, *, expect_model: str | None = None,
+                       expect_revision: str | None = None) -> WeightDropManifest:
+    """Validate the raw bytes of a ``manifest.json`` and return the manifest.
+
+    Everything wrong is a :class:`ManifestError` naming ``uri``: over
+    :data:`~llmops.core.limits.MANIFEST_MAX_BYTES`, not UTF-8, not JSON, a repeated key, NaN or
+    Infinity, nesting too deep, then every problem :func:`parse_drop_manifest` finds. A reader of
+    an S3 object reads at most ``MANIFEST_MAX_BYTES + 1`` bytes (see
+    :func:`llmops.core.limits.read_at_most`) and passes them here.
+    """
+    try:
+        check_size(uri, "the manifest", len(body), MANIFEST_MAX_BYTES,
+                   "list only the drop's files; a manifest is a few KiB per thousand files", name="MANIFEST_MAX_BYTES")
+        data = parse_json(body, uri)
+    except INPUT_ERRORS as exc:
+        raise ManifestError(uri, [(exc.field, exc.problem, exc.fix)]) from None
+    return parse_drop_manifest(data, uri, expect_model=expect_model, expect_revision=expect_revision)
+
+
 def parse_drop_manifest(data: Any, uri: str, *, expect_model: str | None = None,
                         expect_revision: str | None = None) -> WeightDropManifest:
     """Validate ``data`` (the parsed ``manifest.json``) and return the manifest.
@@ -147,7 +173,7 @@ def parse_drop_manifest(data: Any, uri: str, *, expect_model: str | None = None,
                                    f"write a JSON object with the fields {', '.join(_DROP_FIELDS)}")])
     for key in data:
         if key not in _DROP_FIELDS:
-            problems.append((str(key), "is not a manifest field",
+            problems.append((short_repr(key) if not isinstance(key, str) else key[:100], "is not a manifest field",
                              f"remove it, or rename it to one of {', '.join(_DROP_FIELDS)}"))
     values: dict[str, str] = {}
     for name in _DROP_FIELDS[:-1]:
@@ -155,24 +181,25 @@ def parse_drop_manifest(data: Any, uri: str, *, expect_model: str | None = None,
         if name not in data:
             problems.append((name, "is missing", f"add \"{name}\": {FIELD_HINTS[name]}"))
         elif not isinstance(value, str) or not value.strip():
-            problems.append((name, f"must be a non-empty string, got {value!r}", f"set it to {FIELD_HINTS[name]}"))
+            problems.append((name, f"must be a non-empty string, got {short_repr(value)}",
+                             f"set it to {FIELD_HINTS[name]}"))
         else:
             values[name] = value
     for name in ("model", "revision"):
         value = values.get(name)
         if value is not None and not NAME_RE.match(value):
-            problems.append((name, f"{value!r} cannot be a path segment",
+            problems.append((name, f"{short_repr(value)} cannot be a path segment",
                              "use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"))
     if values.get("model") == QUARANTINE_PREFIX.rstrip("/"):
         problems.append(("model", "'quarantine' is reserved for the drops bucket's quarantine prefix",
                          "choose another model name"))
     for name, expected in (("model", expect_model), ("revision", expect_revision)):
         if expected is not None and name in values and values[name] != expected:
-            problems.append((name, f"{values[name]!r} does not match the drop location ({expected!r})",
+            problems.append((name, f"{short_repr(values[name])} does not match the drop location ({expected!r})",
                              f"set \"{name}\": \"{expected}\" or move the drop to the matching prefix"))
     image = values.get("runtime_image")
     if image is not None and not is_pinned_by_digest(image):
-        problems.append(("runtime_image", f"{image!r} is not pinned by digest",
+        problems.append(("runtime_image", f"{short_repr(image)} is not pinned by digest",
                          "use the image's content digest: repo@sha256:<64 lowercase hex>"))
     created_problem = timestamp_problem(values["created_at"]) if "created_at" in values else None
     if created_problem:
@@ -209,6 +236,11 @@ def _check_files(raw: Any, present: bool, problems: list[Problem]) -> list[Manif
     if not raw:
         problems.append(("files", "is empty", "list every file of the drop with its size and sha256"))
         return []
+    if len(raw) > MANIFEST_MAX_FILES:
+        problems.append(("files", f"lists {len(raw)} files, over the limit of {MANIFEST_MAX_FILES} "
+                                  "(llmops.core.limits.MANIFEST_MAX_FILES)",
+                         "merge small files (e.g. shard the checkpoint into fewer, larger files)"))
+        return []
     files: list[ManifestFile] = []
     first_index: dict[str, int] = {}
     for index, item in enumerate(raw):
@@ -218,7 +250,7 @@ def _check_files(raw: Any, present: bool, problems: list[Problem]) -> list[Manif
             continue
         if entry.path in first_index:
             first = first_index[entry.path]
-            problems.append((f"{where}.path", f"{entry.path!r} is listed twice (first at files[{first}])",
+            problems.append((f"{where}.path", f"{short_repr(entry.path)} is listed twice (first at files[{first}])",
                              "list each file once"))
             continue
         first_index[entry.path] = index
@@ -234,7 +266,7 @@ def _check_file(item: Any, where: str, problems: list[Problem]) -> ManifestFile 
     before = len(problems)
     for key in item:
         if key not in _FILE_FIELDS:
-            problems.append((f"{where}.{key}", "is not a file field", "keep only path, size and sha256"))
+            problems.append((f"{where}.{str(key)[:100]}", "is not a file field", "keep only path, size and sha256"))
     path, size, digest = item.get("path"), item.get("size"), item.get("sha256")
     if "path" not in item:
         problems.append((f"{where}.path", "is missing", "add the file's path relative to the drop root"))
@@ -245,14 +277,14 @@ def _check_file(item: Any, where: str, problems: list[Problem]) -> ManifestFile 
     if "size" not in item:
         problems.append((f"{where}.size", "is missing", "add the file's size in bytes"))
     elif not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        problems.append((f"{where}.size", f"must be an integer >= 0, got {size!r}",
+        problems.append((f"{where}.size", f"must be an integer >= 0, got {short_repr(size)}",
                          "write the size in bytes as a JSON integer (e.g. from `stat -c %s`)"))
     if "sha256" not in item:
         problems.append((f"{where}.sha256", "is missing", "add the file's SHA-256 (from `sha256sum`)"))
     elif not isinstance(digest, str) or not SHA256_RE.match(digest):
         fix = ("write it in lowercase" if isinstance(digest, str) and _SHA256_ANY_CASE.match(digest)
                else "write the 64 lowercase hex characters that `sha256sum` prints")
-        problems.append((f"{where}.sha256", f"{digest!r} is not a SHA-256 hex digest", fix))
+        problems.append((f"{where}.sha256", f"{short_repr(digest)} is not a SHA-256 hex digest", fix))
     if len(problems) > before:
         return None
     return ManifestFile(path=path, size=size, sha256=digest)
@@ -265,17 +297,18 @@ def path_problem(path: Any) -> tuple[str, str] | None:
     or empty segments, no backslash or control character, and not a reserved root name.
     """
     if not isinstance(path, str) or not path:
-        return f"must be a non-empty string, got {path!r}", "write the path relative to the drop root"
+        return f"must be a non-empty string, got {short_repr(path)}", "write the path relative to the drop root"
     fix = "write it relative to the drop root, e.g. \"model-00001-of-00002.safetensors\" or \"sub/file.bin\""
+    if len(path.encode(errors="replace")) > _MAX_PATH:
+        return f"is {len(path.encode(errors='replace'))} bytes long (at most {_MAX_PATH})", "shorten the path"
     if path.startswith("/"):
-        return f"{path!r} is absolute", fix
+        return f"{short_repr(path)} is absolute", fix
     if "\\" in path or _CONTROL.search(path):
-        return f"{path!r} contains a backslash or a control character", "use '/' between folders and printable names"
+        return (f"{short_repr(path)} contains a backslash or a control character",
+                "use '/' between folders and printable names")
     segments = path.split("/")
     if any(s in ("", ".", "..") for s in segments):
-        return f"{path!r} has an empty, '.' or '..' segment", fix
-    if len(path.encode()) > _MAX_PATH:
-        return f"is {len(path.encode())} bytes long (at most {_MAX_PATH})", "shorten the path"
+        return f"{short_repr(path)} has an empty, '.' or '..' segment", fix
     if path in RESERVED_PATHS:
         return f"{path!r} cannot be listed: {RESERVED_PATHS[path]}", "remove the entry (or rename the file)"
     return None
@@ -302,26 +335,11 @@ def weight_digest(files: Iterable[ManifestFile | Mapping[str, Any]]) -> str:
 
 
 def timestamp_problem(value: str) -> str | None:
+    """Why ``value`` is not an ISO-8601 time with a time zone, or ``None``."""
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        return f"{value!r} is not an ISO-8601 time"
+        return f"{short_repr(value)} is not an ISO-8601 time"
     if parsed.tzinfo is None:
-        return f"{value!r} has no time zone"
+        return f"{short_repr(value)} has no time zone"
     return None
-
-
-def json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, Mapping):
-        return "object"
-    return type(value).__name__

@@ -20,6 +20,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from llmops.core.fields import INPUT_ERRORS, DocumentError, parse_json, require_mapping, require_str, unknown_keys
+from llmops.core.limits import LEASE_MAX_BYTES, read_at_most
+
 LOCK_PREFIX = "locks/model_refresh"
 
 
@@ -55,8 +58,21 @@ def action_for(lease: Lease | None, run_id: str, holder_alive: Callable[[str], b
     return LockAction.WAIT if holder_alive(lease.run_id) else LockAction.TAKE_OVER
 
 
+class LeaseError(ValueError):
+    """A lease object that cannot be read; the message names its S3 URI, the field and the fix."""
+
+
+LEASE_FIELDS = frozenset({"run_id", "acquired_at", "took_over_from"})
+"""Keys of the lease object, as :func:`acquire` writes it."""
+
+
 def read_lease(s3: Any, bucket: str, model: str) -> Lease | None:
-    """The current lease, or None when the model is free."""
+    """The current lease, or None when the model is free.
+
+    Raises :class:`LeaseError` when the object is over :data:`~llmops.core.limits.LEASE_MAX_BYTES`
+    (checked on ``ContentLength`` before reading, and at most that many bytes are read) or is not
+    the JSON object :func:`acquire` writes.
+    """
     from botocore.exceptions import ClientError
 
     from llmops.io.s3 import is_not_found
@@ -67,8 +83,37 @@ def read_lease(s3: Any, bucket: str, model: str) -> Lease | None:
         if is_not_found(exc):
             return None
         raise
-    body = json.loads(obj["Body"].read())
-    return Lease(run_id=str(body["run_id"]), acquired_at=str(body.get("acquired_at", "")), etag=obj["ETag"])
+    uri = f"s3://{bucket}/{lock_key(model)}"
+    try:
+        body = read_at_most(obj["Body"], uri, "the lease object", LEASE_MAX_BYTES, _reset_fix(uri),
+                            declared_size=obj.get("ContentLength"), name="LEASE_MAX_BYTES")
+        return parse_lease(parse_json(body, uri), uri, etag=str(obj.get("ETag", "")))
+    except INPUT_ERRORS as exc:
+        # The platform writes the lease: whatever is wrong with it, the user's fix is to reset it.
+        raise LeaseError(f"{uri}: {exc.field}: {exc.problem}; fix: {_reset_fix(uri)}") from None
+    finally:
+        close = getattr(obj.get("Body"), "close", None)
+        if callable(close):
+            close()
+
+
+def parse_lease(data: Any, uri: str, etag: str) -> Lease:
+    """The :class:`Lease` in a parsed lease object (pure); raises ``DocumentError`` naming the field."""
+    fix = _reset_fix(uri)
+    data = require_mapping(data, uri, "(object)", fix)
+    unknown_keys(data, LEASE_FIELDS, uri)
+    if "run_id" not in data:
+        raise DocumentError(uri, "run_id", "missing field", fix)
+    run_id = require_str(data["run_id"], uri, "run_id", fix)
+    acquired_at = require_str(data.get("acquired_at", ""), uri, "acquired_at", fix, allow_empty=True)
+    if data.get("took_over_from") is not None:
+        require_str(data["took_over_from"], uri, "took_over_from", fix)
+    return Lease(run_id=run_id, acquired_at=acquired_at, etag=etag)
+
+
+def _reset_fix(uri: str) -> str:
+    return (f"the platform did not write this object: when no refresh of this model is running, delete {uri} "
+            "(the next run takes the lease afresh)")
 
 
 def acquire(s3: Any, bucket: str, model: str, run_id: str, holder_alive: Callable[[str], bool]) -> tuple[bool, str]:
