@@ -54,6 +54,7 @@ with DAG(
     doc_md=__doc__,
     params={
         "source_prefix": Param("s3://llmops-corpus/sources/main/", type="string", pattern="^s3://[^/]+/.*$",
+                               maxLength=dag_defaults.URI_MAX_LENGTH,
                                description="Where the source documents are: s3://<bucket>/<prefix>/"),
         "parser_version": Param("", type="string", enum=["", *PARSER_VERSIONS],
                                 description="Parser configuration (include/corpus/parsers/<version>.yaml); "

@@ -42,13 +42,13 @@ from __future__ import annotations
 import logging
 
 from airflow.providers.standard.operators.empty import EmptyOperator
-from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import DAG, Param, PokeReturnValue, task
 
 from llmops.config import dag_defaults, settings
 from llmops.core.hardware import load_hardware_class
 from llmops.launch import mapped_pod_job_task, pod_job_task
 from llmops.refresh import actions, plan, qualify
+from llmops.refresh.approval import TimedApprovalOperator
 from llmops.serving.vllm import pool_kwargs
 
 SETTINGS = settings.load()
@@ -68,24 +68,33 @@ with DAG(
     default_args=dag_defaults.default_args(),
     doc_md=__doc__,
     params={
-        "model": Param("tiny-chat", type="string", pattern="^[a-z0-9][a-z0-9-]{0,62}$",
+        "model": Param("tiny-chat", type="string", pattern="^[a-z0-9][a-z0-9-]{0,62}$", maxLength=63,
                        description="Registered model name in MLflow (and the drop's first path segment)"),
         "drop_uri": Param("s3://llmops-drops/tiny-chat/r1/", type="string", pattern="^s3://[^/]+/.+/$",
+                          maxLength=dag_defaults.URI_MAX_LENGTH,
                           description="The weight drop: s3://<drops bucket>/<model>/<revision>/"),
         "hardware_classes": Param(list(TARGET_CLASSES), type="array",
                                   items={"type": "string", "enum": list(TARGET_CLASSES)},
-                                  minItems=1, description="Hardware classes to qualify on"),
+                                  minItems=1, maxItems=len(TARGET_CLASSES), uniqueItems=True,
+                                  description="Hardware classes to qualify on"),
         "max_drop": Param(0.02, type="number", minimum=0, maximum=1,
                           description="Largest allowed per-category drop against the champion (absolute)"),
         "canary_steps": Param([5, 25, 50], type="array", items={"type": "integer", "minimum": 1, "maximum": 100},
-                              minItems=1, description="Canary traffic weights (%), strictly increasing"),
+                              minItems=1, maxItems=10, description="Canary traffic weights (%), strictly increasing"),
         "canary_window_s": Param(SETTINGS.canary_window_s, type="integer", minimum=5, maximum=86400,
                                  description="Observation window of each canary step (seconds)"),
         "canary_failure_limit": Param(2, type="integer", minimum=1, maximum=10,
                                       description="Failed analyses before the canary is rolled back"),
         "require_approval": Param(False, type="boolean",
                                   description="Wait for an approval in the Airflow UI before the last canary step"),
-        "canary_vllm_args": Param([], type="array", items={"type": "string"},
+        "approval_timeout_min": Param(24 * 60, type="integer", minimum=1, maximum=7 * 24 * 60,
+                                      description="How long an approval waits (minutes); the run holds the "
+                                                  "model's lease meanwhile"),
+        "approval_timeout_outcome": Param("reject", type="string", enum=["reject", "approve"],
+                                          description="What an unanswered approval becomes: reject (roll the "
+                                                      "canary back, release the lease) or approve"),
+        "canary_vllm_args": Param([], type="array", items={"type": "string", "maxLength": dag_defaults.ARG_MAX_LENGTH},
+                                  maxItems=dag_defaults.ARGS_MAX_ITEMS,
                                   description="Extra vLLM flags for the canary server only (test a config change)"),
     },
 ) as dag:
@@ -178,13 +187,38 @@ with DAG(
         """Only a canary that stopped before its last step waits for a person."""
         return bool(result) and result.get("outcome") == "awaiting_approval"
 
-    approve_last_step = ApprovalOperator(
+    approve_last_step = TimedApprovalOperator(
         task_id="approve_last_step",
         subject="Promote the canary to its last step and then to champion?",
         body="The canary passed every step but the last. Its per-step analysis is in MLflow "
-             "(experiment llmops-refresh, run tagged llmops.stage=canary).",
+             "(experiment llmops-refresh, run tagged llmops.stage=canary). Unanswered after "
+             "{{ params.approval_timeout_min }} min, the answer is {{ params.approval_timeout_outcome }}.",
+        timeout_param="approval_timeout_min",
+        outcome_param="approval_timeout_outcome",
         fail_on_reject=True,
     )
+
+    @task(task_id="reject_unapproved", trigger_rule="all_failed")
+    def reject_unapproved(stage_result: dict, params: dict | None = None, run_id: str | None = None) -> None:
+        """A rejected (or timed-out into reject) approval: the version is tagged rejected; the
+        teardowns then route everything to the champion and release the model's lease."""
+        from airflow.sdk import BaseHook
+        from airflow.sdk.exceptions import AirflowSkipException
+        from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+        from llmops.io.registry import ModelRegistry
+
+        states = RuntimeTaskInstance.get_task_states(dag_id="model_refresh", task_ids=["approve_last_step"],
+                                                     run_ids=[run_id])
+        if states.get(run_id, {}).get("approve_last_step") != "failed":
+            raise AirflowSkipException("no approval was refused: an earlier failure already decided the run")
+
+        ModelRegistry(BaseHook.get_connection("llmops_mlflow").host).reject(
+            params["model"], str(stage_result["model_version"]),
+            {"llmops.canary_reasons": "the last canary step was not approved (rejected, or no answer within "
+                                      f"{params['approval_timeout_min']} min)"})
+
+    approve_last_step >> reject_unapproved(stage.output)
 
     @task(task_id="plan_canary_last_step")
     def plan_canary_last_step(stage_result: dict, verdict: dict, result: dict,

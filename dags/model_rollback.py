@@ -33,7 +33,7 @@ with DAG(
     default_args=dag_defaults.default_args(),
     doc_md=__doc__,
     params={
-        "model": Param("tiny-chat", type="string", pattern="^[a-z0-9][a-z0-9-]{0,62}$",
+        "model": Param("tiny-chat", type="string", pattern="^[a-z0-9][a-z0-9-]{0,62}$", maxLength=63,
                        description="Registered model name in MLflow"),
     },
 ) as dag:

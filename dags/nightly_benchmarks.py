@@ -59,12 +59,14 @@ with DAG(
     doc_md=__doc__,
     params={
         "hardware_classes": Param(list(BENCH.hardware_classes), type="array", minItems=1,
+                                  maxItems=len(ALL_CLASSES), uniqueItems=True,
                                   items={"type": "string", "enum": sorted(ALL_CLASSES)},
                                   description="Hardware classes to benchmark (asset-triggered runs: the changed ones)"),
-        "model": Param(BENCH.model, type="string", pattern="^[a-z0-9][a-z0-9-]{0,62}$",
+        "model": Param(BENCH.model, type="string", pattern="^[a-z0-9][a-z0-9-]{0,62}$", maxLength=63,
                        description="Registered model whose champion (and challenger) are benchmarked"),
         "include_challenger": Param(True, type="boolean", description="Also benchmark the challenger, if any"),
-        "vllm_overrides": Param([], type="array", items={"type": "string"},
+        "vllm_overrides": Param([], type="array", items={"type": "string", "maxLength": dag_defaults.ARG_MAX_LENGTH},
+                                maxItems=dag_defaults.ARGS_MAX_ITEMS,
                                 description="What-if: extra vLLM flags on top of each class config (not baselined)"),
     },
 ) as dag:

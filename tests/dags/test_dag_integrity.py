@@ -96,3 +96,28 @@ def test_corpus_changes_are_followed_by_an_eval_run(dagbag) -> None:
     assert isinstance(schedule, AssetOrTimeSchedule)
     assert schedule.asset_condition == CORPUS_ASSET
     assert (schedule.timetable.expression, schedule.timetable.timezone) == ("0 6 * * 1", "UTC")
+
+
+def _unbounded(schema: dict, where: str) -> list[str]:
+    """Paths in a Param's JSON schema where a user could type an unbounded value."""
+    kinds = schema.get("type")
+    kinds = kinds if isinstance(kinds, list) else [kinds]
+    problems = []
+    if "string" in kinds and "enum" not in schema and "maxLength" not in schema:
+        problems.append(f"{where}: a string with neither enum nor maxLength")
+    if "array" in kinds:
+        if "maxItems" not in schema:
+            problems.append(f"{where}: an array without maxItems")
+        problems += _unbounded(schema.get("items") or {}, f"{where}[]")
+    if "object" in kinds:
+        problems.append(f"{where}: a free-form object")
+    return problems
+
+
+def test_every_param_a_user_can_type_is_bounded(dagbag) -> None:
+    """A trigger form's values end up in the metadata DB, pod specs and logs: each has a limit."""
+    problems = []
+    for dag_id, dag in dagbag.dags.items():
+        for name in dag.params:
+            problems += _unbounded(dag.params.get_param(name).schema, f"{dag_id}.params.{name}")
+    assert problems == [], "\n".join(problems)

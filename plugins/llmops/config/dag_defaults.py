@@ -25,6 +25,21 @@ def default_args(**overrides: Any) -> dict[str, Any]:
     }
 
 
+# Bounds on what a user types into a trigger form (Params): every free-text value has a length
+# limit and every list a size limit, so a run's conf (stored in the metadata DB, rendered into
+# pod specs, logged) cannot be made arbitrarily large. A pod spec's args are limited anyway.
+URI_MAX_LENGTH = 1024
+"""S3 allows keys of 1,024 bytes; no URI a DAG takes needs more."""
+ARG_MAX_LENGTH = 256
+"""One extra command-line flag (``--name=value``) from a Param."""
+ARGS_MAX_ITEMS = 32
+"""Extra command-line flags from one Param."""
+NAME_MAX_LENGTH = 128
+"""A category, eval-set or other short name from a Param."""
+NAMES_MAX_ITEMS = 64
+"""Names in one list Param."""
+
+
 def tags(*extra: str) -> list[str]:
     """The product tag plus the pipeline's own."""
     return [*BASE_TAGS, *extra]
