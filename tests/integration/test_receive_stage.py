@@ -288,6 +288,86 @@ def test_a_redelivered_identical_drop_has_the_same_digest_and_stages_nothing(s3:
     assert other.weight_digest != first.weight_digest
 
 
+def _forge(s3: Any, bucket: str, key: str, body: bytes) -> None:
+    """Overwrite a staged object with ``body``, keeping its metadata (its sha256 claim included)."""
+    metadata = s3.head_object(Bucket=bucket, Key=key)["Metadata"]
+    s3.put_object(Bucket=bucket, Key=key, Body=body, Metadata=metadata)
+
+
+def test_the_marker_never_replaces_checking_the_staged_objects(s3: Any) -> None:
+    files = _files(seed=21)
+    prefix = _upload(s3, "overwritten-after-staging", files)
+    manifest = staging.read_drop_manifest(s3, DROPS, prefix)
+    target = staging.staged_prefix(MODEL, manifest.weight_digest)
+    staging.stage_drop(s3, manifest, DROPS, MODELS, part_size=PART, workers=2)
+    marker = s3io.read_json(s3, MODELS, target + STAGED_MARKER)
+
+    # Same size, other bytes, the sha256 metadata kept: the marker still says "staged".
+    shard = bytearray(files["model-00002-of-00002.safetensors"])
+    shard[10] ^= 0xFF
+    _forge(s3, MODELS, target + "model-00002-of-00002.safetensors", bytes(shard))
+    again = staging.stage_drop(s3, manifest, DROPS, MODELS, part_size=PART, workers=2)
+    assert not (again.already_staged and again.copied == ())
+    assert again.copied == ("model-00002-of-00002.safetensors",)
+    assert set(again.repaired) == {"model-00002-of-00002.safetensors"}
+    check = integrity.verify_drop(s3, MODELS, target, manifest.files, workers=2, ignore=(STAGED_MARKER,))
+    assert check.ok, check.message()
+    assert set(marker["objects"]) == set(files)  # each staged object as copied
+    repaired = s3io.read_json(s3, MODELS, target + STAGED_MARKER)
+    assert repaired["staged_at"] == marker["staged_at"] and repaired["files"] == marker["files"]
+    assert repaired["objects"] == marker["objects"]  # the same bytes again: the same ETags
+    assert repaired["repaired"]["objects"] == again.repaired
+    assert staging.read_staged_files(s3, MODELS, MODEL, manifest.weight_digest) == list(manifest.files)
+    # Nothing changed since: nothing copied, nothing written.
+    counts = _count_calls(s3)
+    third = staging.stage_drop(s3, manifest, DROPS, MODELS, part_size=PART, workers=2)
+    assert third.already_staged and third.copied == () and third.repaired == {}
+    assert counts == {"CopyObject": 0, "UploadPartCopy": 0, "CreateMultipartUpload": 0}
+
+    # Changed again while the drop is gone: the staging fails, naming the object, the drop and the fix.
+    _forge(s3, MODELS, target + "model-00002-of-00002.safetensors", bytes(shard))
+    s3.delete_object(Bucket=DROPS, Key=prefix + "model-00002-of-00002.safetensors")
+    with pytest.raises(staging.StagingRefused) as info:
+        staging.stage_drop(s3, manifest, DROPS, MODELS, part_size=PART, workers=2)
+    message = str(info.value)
+    assert f"s3://{DROPS}/{prefix}" in message and "model-00002-of-00002.safetensors: 1048576 bytes, ETag" in message
+    assert "the drop no longer holds an object to copy" in message and "fix: publish the drop again" in message
+
+
+def test_an_unrecorded_staged_object_is_hashed_not_trusted_for_its_metadata(s3: Any) -> None:
+    files = _files(seed=22)
+    prefix = _upload(s3, "unrecorded", files)
+    manifest = staging.read_drop_manifest(s3, DROPS, prefix)
+    target = staging.staged_prefix(MODEL, manifest.weight_digest)
+    staging.stage_drop(s3, manifest, DROPS, MODELS, part_size=PART, workers=2)
+    # An interrupted run left no marker, and one object was overwritten with a matching sha256 claim.
+    s3.delete_object(Bucket=MODELS, Key=target + STAGED_MARKER)
+    _forge(s3, MODELS, target + "config.json", files["config.json"].replace(b"Llama", b"Evil!"))  # same size
+    result = staging.stage_drop(s3, manifest, DROPS, MODELS, part_size=PART, workers=2)
+    assert result.copied == ("config.json",)
+    assert set(result.hashed) == set(files) - {"config.json"}
+    assert s3.get_object(Bucket=MODELS, Key=target + "config.json")["Body"].read() == files["config.json"]
+
+
+def test_a_receipt_gates_staging_on_the_drop_as_received(s3: Any) -> None:
+    prefix = _upload(s3, "receipted", _files(seed=23))
+    manifest, manifest_etag = staging.read_drop_manifest_versioned(s3, DROPS, prefix)
+    with pytest.raises(staging.StagingRefused, match="receive never passed it"):
+        staging.check_received(s3, DROPS, prefix, MODELS)
+    verification = _verify(s3, prefix)
+    receipt = staging.DropReceipt(
+        drop_uri=f"s3://{DROPS}/{prefix}", model=MODEL, revision="receipted", weight_digest=manifest.weight_digest,
+        manifest_etag=manifest_etag,
+        objects={f.path: staging.ObjectState.of(f.actual_size, f.etag) for f in verification.files})
+    uri = staging.write_receipt(s3, MODELS, receipt)
+    assert uri == f"s3://{MODELS}/receipts/{MODEL}/receipted/receipt.json"
+    assert staging.check_received(s3, DROPS, prefix, MODELS, verification.etags) == (manifest, receipt)
+
+    s3io.write_json(s3, DROPS, prefix + MANIFEST_NAME, {**_manifest(_files(seed=23), "receipted"), "source": "x"})
+    with pytest.raises(staging.StagingRefused, match="manifest.json: rewritten since receive"):
+        staging.check_received(s3, DROPS, prefix, MODELS)
+
+
 # ---------------------------------------------------------------------------------------------
 # local files (bench and serving init step)
 

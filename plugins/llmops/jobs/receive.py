@@ -1,17 +1,23 @@
 """Pod job: receive a weight drop: validate its manifest and verify every file by streaming it.
 
-    python -m llmops.jobs.receive --drop-uri s3://llmops-drops/tiny-chat/r1/ --experiment llmops-refresh
+    python -m llmops.jobs.receive --drop-uri s3://llmops-drops/tiny-chat/r1/ --experiment llmops-refresh \\
+        [--models-bucket llmops-models] [--airflow-run-id <run id> --airflow-try <try number>]
 
 Every file is read once from S3 (in parallel) and checked for size and SHA-256; nothing is
 written to disk. On any problem (invalid manifest, missing, truncated, corrupted or unlisted
 file) the drop is copied to ``quarantine/<model>/<revision>/`` with a ``reason.json`` (nothing
 is deleted), an MLflow run records the rejection, and the job exits 2 naming each bad file.
 
+On a pass, receive writes its **receipt** ``receipts/<model>/<revision>/receipt.json`` in the
+models bucket (:func:`llmops.refresh.staging.write_receipt`): the ETag of the manifest it parsed,
+the weight digest, and the key, size and ETag of every object it hashed. Stage stages nothing
+without a receipt that matches the drop as it is then. A retry rewrites the same receipt.
+
 Result (``return.json``):
 
 - ok: ``{status: "ok", model, revision, model_family, weight_digest, runtime_image, drop_uri,
-  manifest_uri, files: [{path, size, sha256}], etags: {path: etag}, bytes_verified,
-  throughput_mb_s, mlflow_run_id}``
+  manifest_uri, manifest_etag, receipt_uri, files: [{path, size, sha256}], etags: {path: etag},
+  bytes_verified, throughput_mb_s, mlflow_run_id}``
 - rejected: ``{status: "rejected", model, revision, drop_uri, weight_digest (null for an invalid
   manifest), problems: [str], quarantine_uri, reason_uri, mlflow_run_id}``
 
@@ -23,18 +29,28 @@ from __future__ import annotations
 
 import argparse
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from llmops.core.manifests import MANIFEST_NAME, ManifestError
+from llmops.core.podjob import VERDICT_EXIT_CODE
 from llmops.io import tracking
 from llmops.io.integrity import DEFAULT_WORKERS, verify_drop
 from llmops.io.s3 import client_from_env, parse_s3_uri, s3_uri
 from llmops.jobs.common import optional_env, setup_logging, write_result
-from llmops.refresh.staging import quarantine_drop, read_drop_manifest, split_drop_prefix
+from llmops.refresh.staging import (
+    DEFAULT_MODELS_BUCKET,
+    DropReceipt,
+    ObjectState,
+    quarantine_drop,
+    read_drop_manifest_versioned,
+    split_drop_prefix,
+    write_receipt,
+)
 
 log = setup_logging("llmops.jobs.receive")
 
-EXIT_REJECTED = 2
+EXIT_REJECTED = VERDICT_EXIT_CODE
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -43,6 +59,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--drop-uri", required=True, help="s3://<drops bucket>/<model>/<revision>/")
     parser.add_argument("--experiment", default="llmops-refresh", help="MLflow experiment of the receive runs")
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="files verified in parallel")
+    parser.add_argument("--models-bucket", default=optional_env("LLMOPS_MODELS_BUCKET") or DEFAULT_MODELS_BUCKET,
+                        help=f"bucket of the receipts, stage's models bucket (default $LLMOPS_MODELS_BUCKET or "
+                             f"{DEFAULT_MODELS_BUCKET})")
+    parser.add_argument("--airflow-run-id", default=None, help="the Airflow run (a tag of the MLflow run)")
+    parser.add_argument("--airflow-try", default=None, help="the task's try number (a tag of the MLflow run)")
     return parser.parse_args(argv)
 
 
@@ -60,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     drop_uri = s3_uri(bucket, prefix)
     manifest_uri = s3_uri(bucket, prefix + MANIFEST_NAME)
     try:
-        manifest = read_drop_manifest(s3, bucket, prefix)
+        manifest, manifest_etag = read_drop_manifest_versioned(s3, bucket, prefix)
     except FileNotFoundError as exc:
         # No arrival marker: an incomplete drop or a wrong URI. Nothing to judge, nothing to quarantine.
         log.error("%s; the drop is incomplete (manifest.json is written last) or --drop-uri is wrong", exc)
@@ -89,12 +110,13 @@ def main(argv: list[str] | None = None) -> int:
         "status": "ok", "model": manifest.model, "revision": manifest.revision,
         "model_family": manifest.model_family, "weight_digest": manifest.weight_digest,
         "runtime_image": manifest.runtime_image, "drop_uri": drop_uri, "manifest_uri": manifest_uri,
+        "manifest_etag": manifest_etag,
         "files": [f.to_dict() for f in manifest.files], "etags": verification.etags,
         "bytes_verified": verification.bytes_read, "throughput_mb_s": round(verification.throughput_mb_s, 2),
     }
     result["mlflow_run_id"] = _record(
         args.experiment, tags={"llmops.stage": "receive", "status": "ok", "model": model, "revision": revision,
-                               "weight_digest": manifest.weight_digest},
+                               "weight_digest": manifest.weight_digest, **_airflow_tags(args)},
         params={"drop_uri": drop_uri, "files": len(manifest.files), "runtime_image": manifest.runtime_image,
                 "model_family": manifest.model_family},
         metrics={"receive/bytes_verified": float(verification.bytes_read),
@@ -102,6 +124,15 @@ def main(argv: list[str] | None = None) -> int:
                  "receive/throughput_mb_s": verification.throughput_mb_s},
         artifact=("receive/manifest.json", manifest.to_dict()),
     )
+    # Last: the receipt is receive's word that exactly these objects were verified.
+    result["receipt_uri"] = write_receipt(s3, args.models_bucket, DropReceipt(
+        drop_uri=drop_uri, model=manifest.model, revision=manifest.revision, weight_digest=manifest.weight_digest,
+        manifest_etag=manifest_etag,
+        objects={f.path: ObjectState.of(f.actual_size or 0, f.etag or "") for f in verification.files},
+        received_at=datetime.now(UTC).isoformat(timespec="seconds"), mlflow_run_id=result["mlflow_run_id"],
+        airflow_run_id=args.airflow_run_id, airflow_try=args.airflow_try,
+    ))
+    log.info("receipt %s: stage may stage exactly these %d objects", result["receipt_uri"], len(manifest.files))
     write_result(result)
     return 0
 
@@ -115,7 +146,7 @@ def _reject(args: argparse.Namespace, s3: Any, bucket: str, prefix: str, model: 
     run_id = _record(
         args.experiment,
         tags={"llmops.stage": "receive", "status": "rejected", "model": model, "revision": revision,
-              **({"weight_digest": digest} if digest else {})},
+              **({"weight_digest": digest} if digest else {}), **_airflow_tags(args)},
         params={"drop_uri": drop_uri, "quarantine_uri": quarantine.quarantine_uri},
         metrics={"receive/problems": float(len(problems))},
         artifact=("receive/reason.json", {**reason, "quarantine": quarantine.quarantine_uri}),
@@ -124,10 +155,17 @@ def _reject(args: argparse.Namespace, s3: Any, bucket: str, prefix: str, model: 
                   "weight_digest": digest, "problems": problems, "quarantine_uri": quarantine.quarantine_uri,
                   "reason_uri": quarantine.reason_uri, "mlflow_run_id": run_id})
     log.error("rejected %s: %d problem(s):\n%s\nthe drop was copied to %s (reason: %s); nothing was deleted. "
-              "fix: publish the drop again under a new revision once the files are right",
+              "fix: publish the corrected drop again (same or new revision) once the files are right",
               drop_uri, len(problems), "\n".join(f"  - {p}" for p in problems), quarantine.quarantine_uri,
               quarantine.reason_uri)
     return EXIT_REJECTED
+
+
+def _airflow_tags(args: argparse.Namespace) -> dict[str, str]:
+    """Tags naming the Airflow run and try of this receive (a retried attempt is identifiable)."""
+    if not args.airflow_run_id:
+        return {}
+    return {"llmops.airflow_run_id": args.airflow_run_id, "llmops.airflow_try": str(args.airflow_try or "")}
 
 
 def _record(experiment: str, *, tags: dict[str, str], params: dict[str, Any], metrics: dict[str, float],

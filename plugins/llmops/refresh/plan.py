@@ -22,27 +22,37 @@ EXPERIMENT = "llmops-refresh"
 
 
 def receive_job(settings: Settings) -> PodJob:
-    """Verify the drop named by ``params.drop_uri`` (quarantine it when anything is wrong)."""
+    """Verify the drop named by ``params.drop_uri`` (quarantine it when anything is wrong); on a pass,
+    write its receipt in the models bucket, without which stage stages nothing."""
+    args = ["--drop-uri", literal_template("params.drop_uri"), "--experiment", EXPERIMENT,
+            "--models-bucket", "{{ var.value.llmops_bucket_models }}", *_airflow_attempt_args()]
     return PodJob(name="receive", main=with_s3_secrets(jobs_container(
-        settings, "receive", ["--drop-uri", literal_template("params.drop_uri"), "--experiment", EXPERIMENT],
+        settings, "receive", args,
         env={"AWS_ENDPOINT_URL": S3_ENDPOINT_TEMPLATE}, resources=Resources(cpu="2", memory="2Gi"),
     )), timeout_s=3600)
 
 
 def stage_job(settings: Settings) -> PodJob:
-    """Stage the received drop content-addressed, pin it, register it as ``challenger``."""
+    """Stage the received drop content-addressed (refused unless it matches receive's receipt), pin it,
+    register it as ``challenger``."""
     args = ["--drop-uri", literal_template("params.drop_uri"), "--registered-model", literal_template("params.model"),
             "--hardware-classes", literal_template("params.hardware_classes | join(',')"),
             "--models-bucket", "{{ var.value.llmops_bucket_models }}",
-            # S3 refuses to copy an object that changed after receive verified it.
+            # Stage refuses unless these (what this run's receive verified) are the receipt's and the
+            # drop's ETags now; S3 refuses to copy an object that changed after receive verified it.
             "--source-etags", literal_template("ti.xcom_pull(task_ids='receive')['etags'] | tojson"),
-            "--experiment", EXPERIMENT]
+            "--experiment", EXPERIMENT, *_airflow_attempt_args()]
     if settings.vllm_version:
         args += ["--runtime-version", settings.vllm_version]
     return PodJob(name="stage", main=with_s3_secrets(jobs_container(
         settings, "stage", args,
         env={"AWS_ENDPOINT_URL": S3_ENDPOINT_TEMPLATE}, resources=Resources(cpu="2", memory="2Gi"),
     )), timeout_s=3600)
+
+
+def _airflow_attempt_args() -> list[str]:
+    """The Airflow run and try of a receive/stage pod: its MLflow run is tagged with them (and resumed on a retry)."""
+    return ["--airflow-run-id", literal_template("run_id"), "--airflow-try", literal_template("ti.try_number")]
 
 
 def plan_qualification(settings: Settings, hw_name: str, *, selected: list[str], model: str,
