@@ -158,11 +158,18 @@ with DAG(
     @task(task_id="plan_canary")
     def plan_canary(stage_result: dict, verdict: dict, params: dict | None = None) -> list[dict]:
         """The canary pod (stable = champion, canary = candidate); none for a first model."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from llmops.canary.plan import VllmArgsError
+
         spec = plan.canary_spec(SETTINGS, weights=params["canary_steps"], window_s=params["canary_window_s"],
                                 failure_limit=params["canary_failure_limit"])
-        return plan.plan_canary(SETTINGS, model=params["model"], stage_result=stage_result, verdict=verdict,
-                                spec=spec, stop_before_last_step=params["require_approval"],
-                                canary_extra_args=params["canary_vllm_args"])
+        try:
+            return plan.plan_canary(SETTINGS, model=params["model"], stage_result=stage_result, verdict=verdict,
+                                    spec=spec, stop_before_last_step=params["require_approval"],
+                                    canary_extra_args=params["canary_vllm_args"])
+        except VllmArgsError as exc:  # a refused flag in the Params: a retry would refuse it again
+            raise AirflowFailException(str(exc)) from exc
 
     planned_canary = plan_canary(stage.output, verdict)
     canary = mapped_pod_job_task(task_id="canary", pod_jobs=planned_canary, **pool_kwargs(serving_hw))

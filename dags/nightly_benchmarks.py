@@ -82,11 +82,19 @@ with DAG(
         events = [dict(e.extra or {}) for evs in (triggering_asset_events or {}).values() for e in evs]
         if events:
             classes = changes.classes_from_events(events, list(BENCH.hardware_classes))
-        return nightly.plan_night(
-            SETTINGS, BENCH, classes=classes, model=params["model"],
-            include_challenger=params["include_challenger"], vllm_overrides=params["vllm_overrides"],
-            tracking_uri=BaseHook.get_connection("llmops_mlflow").host,
-            s3_endpoint=BaseHook.get_connection("llmops_s3").extra_dejson.get("endpoint_url"), groups=list(GROUPS))
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from llmops.canary.plan import VllmArgsError
+
+        try:
+            return nightly.plan_night(
+                SETTINGS, BENCH, classes=classes, model=params["model"],
+                include_challenger=params["include_challenger"], vllm_overrides=params["vllm_overrides"],
+                tracking_uri=BaseHook.get_connection("llmops_mlflow").host,
+                s3_endpoint=BaseHook.get_connection("llmops_s3").extra_dejson.get("endpoint_url"),
+                groups=list(GROUPS))
+        except VllmArgsError as exc:  # a refused flag in the Params: a retry would refuse it again
+            raise AirflowFailException(str(exc)) from exc
 
     planned = plan_benchmarks()
     bench_outputs = []

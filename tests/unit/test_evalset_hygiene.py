@@ -132,3 +132,24 @@ def test_weekly_set_regenerates_byte_for_byte_and_shares_no_prompt_with_the_held
     prompts = {m["content"] for i in weekly.items for m in i.messages}
     assert prompts.isdisjoint({m["content"] for i in held_out.items for m in i.messages})
     assert {c: len(v) for c, v in weekly.by_category().items()} == {c: 50 for c in held_out.categories}
+
+
+@pytest.mark.parametrize(("config_text", "data", "check", "words"), [
+    ("name: tset\nfile: set.jsonl\ncategories: [arithmetic]\n", None, "config_fields", "'categories' must map"),
+    ("name: tset\nfile: ../outside.jsonl\ncategories: {arithmetic: {}}\n", None, "file_exists", "outside"),
+    ("name: tset\nfile: set.jsonl\ncategories: {arithmetic: {}}\n", b"\xff\xfe not utf-8\n", "valid_json_lines",
+     "not UTF-8"),
+    ("name: tset\nfile: set.jsonl\ncategories: {arithmetic: {}}\n", b'{"id": "' + b"x" * 70_000 + b'"}\n',
+     "valid_json_lines", "EVALSET_LINE_MAX_BYTES"),
+    ("name: [a\n", None, "readable_config", "cannot read the YAML"),
+])
+def test_hostile_eval_sets_fail_the_suite_by_name_and_never_crash(tmp_path: Path, config_text: str,
+                                                                   data: bytes | None, check: str, words: str) -> None:
+    """Hygiene never raises on bad data: each broken input is a failed check naming what to fix."""
+    (tmp_path / "set.jsonl").write_bytes(data if data is not None else json.dumps(_row(1)).encode() + b"\n")
+    config = tmp_path / "set.yaml"
+    config.write_text(config_text)
+    result = check_evalset(config)
+    assert not result.ok
+    [error] = result.errors
+    assert error.check == check and words in error.detail, error.detail

@@ -48,8 +48,8 @@ def test_every_templated_param_of_a_pod_job_is_rendered_as_a_literal() -> None:
     assert not unescaped, f"params reaching a pod without literal_template(): {unescaped}"
 
 
-@pytest.mark.parametrize("extra", [["--served-model-name", "$(AWS_SECRET_ACCESS_KEY)"],
-                                   ["--served-model-name=$(AWS_SECRET_ACCESS_KEY)"]])
+@pytest.mark.parametrize("extra", [["--seed", "$(AWS_SECRET_ACCESS_KEY)"],
+                                   ["--seed=$(AWS_SECRET_ACCESS_KEY)"]])
 def test_canary_and_benchmark_vllm_args_from_params_are_literals(extra: list[str]) -> None:
     args = override_args(("--port", "$(VLLM_PORT)"), extra)
-    assert expand_env_refs(" ".join(args), POD_ENV) == "--port 8000 --served-model-name $(AWS_SECRET_ACCESS_KEY)"
+    assert expand_env_refs(" ".join(args), POD_ENV) == "--port 8000 --seed $(AWS_SECRET_ACCESS_KEY)"

@@ -136,7 +136,7 @@ def benchmark_pod_job(*, hw: HardwareClass, matrix: WorkloadMatrix, target: Mapp
     )
     sidecar = job.sidecars[0]
     if vllm_overrides:
-        sidecar = replace(sidecar, args=override_args(sidecar.args, list(vllm_overrides)))
+        sidecar = replace(sidecar, args=override_args(sidecar.args, list(vllm_overrides), source="vllm_overrides"))
     inits = (code_container(jobs_image), *([fetch] if fetch is not None else []))
     job = replace(job, sidecars=(sidecar,), init_containers=inits)
     job.validate()

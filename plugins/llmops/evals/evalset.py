@@ -119,11 +119,11 @@ def load_evalset(config_path: Path) -> EvalSet:
                 raise DocumentError(config_path, key, "missing field", f"add `{key}:` (see include/evalsets/)")
         name = require_str(config["name"], config_path, "name", "set the eval set's name, e.g. synthetic_chat_v1")
         categories = _categories(config["categories"], config_path)
-        data_path = _data_path(config["file"], config_path)
+        data = data_path(config["file"], config_path)
     except INPUT_ERRORS as exc:
         raise EvalSetError(_message(exc, config_path)) from None
-    items = load_items(data_path, allowed_categories=set(categories))
-    return EvalSet(name=name, path=data_path, revision=file_revision(data_path),
+    items = load_items(data, allowed_categories=set(categories))
+    return EvalSet(name=name, path=data, revision=file_revision(data),
                    items=tuple(items), categories=categories)
 
 
@@ -149,7 +149,7 @@ def _categories(raw: Any, config_path: Path) -> dict[str, CategoryConfig]:
     return categories
 
 
-def _data_path(raw: Any, config_path: Path) -> Path:
+def data_path(raw: Any, config_path: Path) -> Path:
     """The JSONL file named by ``file``: a relative path inside the eval set's folder."""
     file = require_str(raw, config_path, "file", "name the JSONL file next to the YAML, e.g. my_set_v1.jsonl")
     relative = Path(file)
@@ -173,7 +173,7 @@ def load_items(path: Path, allowed_categories: set[str] | None = None) -> list[E
 def _read_items(path: Path, allowed_categories: set[str] | None) -> list[EvalItem]:
     items: list[EvalItem] = []
     seen: dict[str, int] = {}
-    for lineno, line in _lines(path):
+    for lineno, line in lines(path):
         if not line.strip():
             continue
         where = f"{path}:{lineno}"
@@ -194,7 +194,7 @@ def _read_items(path: Path, allowed_categories: set[str] | None) -> list[EvalIte
     return items
 
 
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
+def lines(path: Path) -> Iterator[tuple[int, str]]:
     """(line number, text) of each line, each at most EVALSET_LINE_MAX_BYTES, never the whole file at once."""
     fix = "keep each item under the limit (shorten its prompt or reference)"
     try:

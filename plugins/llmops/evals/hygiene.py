@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from llmops.evals.evalset import EvalSetError, file_revision, load_evalset
+from llmops.core.fields import DocumentError, load_yaml_file
+from llmops.core.limits import EVALSET_CONFIG_MAX_BYTES, InputTooLargeError
+from llmops.evals.evalset import EvalSetError, data_path, file_revision, lines, load_evalset
 from llmops.evals.scorers import SCORERS
 
 SIZE_RANGE = (50, 500)
@@ -90,10 +90,14 @@ class HygieneResult:
 
 
 def read_rows(data: Path) -> tuple[list[dict[str, Any]], list[HygieneCheck]]:
-    """The JSONL lines as dicts (each with its ``_line``), and an error per line that is not a JSON object."""
+    """The JSONL lines as dicts (each with its ``_line``), and an error per line that is not a JSON object.
+
+    Raises :class:`EvalSetError` or ``InputTooLargeError`` for what stops the reading itself (a line over the size limit,
+    bytes that are not UTF-8, a file too large).
+    """
     rows: list[dict[str, Any]] = []
     bad: list[str] = []
-    for lineno, line in enumerate(data.read_text(encoding="utf-8").splitlines(), start=1):
+    for lineno, line in lines(data):
         if not line.strip():
             continue
         try:
@@ -124,18 +128,25 @@ def check_evalset(config_path: Path, *, size_range: tuple[int, int] = SIZE_RANGE
     """Run the hygiene suite on the eval set described by ``config_path`` (never raises on bad data)."""
     config_path = Path(config_path)
     try:
-        config = yaml.safe_load(config_path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
+        config = load_yaml_file(config_path, EVALSET_CONFIG_MAX_BYTES, limit_name="EVALSET_CONFIG_MAX_BYTES") or {}
+    except (DocumentError, InputTooLargeError) as exc:
         return _failed(config_path, config_path, "?", "readable_config", f"cannot read the YAML: {exc}")
     if not isinstance(config, dict) or "file" not in config or "name" not in config:
         return _failed(config_path, config_path, "?", "config_fields",
                        "the YAML needs 'name', 'file' and 'categories'; see docs/eval-drift.md")
-    data = config_path.parent / str(config["file"])
-    if not data.exists():
-        return _failed(config_path, data, str(config["name"]), "file_exists",
-                       "the JSONL file named by 'file' is missing")
+    if not isinstance(config.get("categories") or {}, dict):
+        return _failed(config_path, config_path, str(config["name"]), "config_fields",
+                       "'categories' must map each category name to its settings; see docs/eval-drift.md")
+    try:
+        data = data_path(config["file"], config_path)
+    except DocumentError as exc:
+        return _failed(config_path, config_path / ".." / str(config["file"]), str(config["name"]), "file_exists",
+                       str(exc))
     declared = sorted((config.get("categories") or {}).keys())
-    rows, checks = read_rows(data)
+    try:
+        rows, checks = read_rows(data)
+    except (EvalSetError, InputTooLargeError) as exc:  # a line too long, not UTF-8, or a file too large: nothing else can be checked
+        return _failed(config_path, data, str(config["name"]), "valid_json_lines", str(exc))
     categories: dict[str, int] = {}
     for row in rows:
         categories[str(row.get("category"))] = categories.get(str(row.get("category")), 0) + 1
