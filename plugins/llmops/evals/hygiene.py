@@ -92,8 +92,8 @@ class HygieneResult:
 def read_rows(data: Path) -> tuple[list[dict[str, Any]], list[HygieneCheck]]:
     """The JSONL lines as dicts (each with its ``_line``), and an error per line that is not a JSON object.
 
-    Raises :class:`EvalSetError` or ``InputTooLargeError`` for what stops the reading itself (a line over the size limit,
-    bytes that are not UTF-8, a file too large).
+    Raises :class:`EvalSetError` or ``InputTooLargeError`` for what stops the reading itself
+    (a line over the size limit, bytes that are not UTF-8, a file too large).
     """
     rows: list[dict[str, Any]] = []
     bad: list[str] = []
@@ -145,7 +145,8 @@ def check_evalset(config_path: Path, *, size_range: tuple[int, int] = SIZE_RANGE
     declared = sorted((config.get("categories") or {}).keys())
     try:
         rows, checks = read_rows(data)
-    except (EvalSetError, InputTooLargeError) as exc:  # a line too long, not UTF-8, or a file too large: nothing else can be checked
+    except (EvalSetError, InputTooLargeError) as exc:  # a line too long, not UTF-8, a file too large
+        # nothing else can be checked
         return _failed(config_path, data, str(config["name"]), "valid_json_lines", str(exc))
     categories: dict[str, int] = {}
     for row in rows:
