@@ -88,7 +88,8 @@ with DAG(
                                    s3_endpoint=BaseHook.get_connection("llmops_s3").extra_dejson.get("endpoint_url"),
                                    tracking_uri=BaseHook.get_connection("llmops_mlflow").host)
 
-    parse = mapped_pod_job_task(task_id="parse", pod_jobs=plan_parse(plan.output))
+    parse = mapped_pod_job_task(task_id="parse", pod_jobs=plan_parse(plan.output),
+                                max_pod_timeout_s=corpus_plan.PARSE_TIMEOUT_S)
     validate = pod_job_task(corpus_plan.validate_job(SETTINGS, CORPUS_NAME), task_id="validate")
     parse >> validate
 

@@ -40,12 +40,15 @@ inside the canary pod and ended with it).
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG, Param, PokeReturnValue, task
 
+from llmops.canary import plan as canary_bounds
 from llmops.config import dag_defaults, settings
 from llmops.core.hardware import load_hardware_class
+from llmops.evals.eval_job import eval_pod_timeout_s
 from llmops.launch import mapped_pod_job_task, pod_job_task
 from llmops.refresh import actions, plan, qualify
 from llmops.refresh.approval import TimedApprovalOperator
@@ -54,6 +57,7 @@ from llmops.serving.vllm import pool_kwargs
 SETTINGS = settings.load()
 TARGET_CLASSES = SETTINGS.refresh_hardware_classes
 EVALSET = "include/evalsets/synthetic_chat_v1.yaml"
+APPROVAL_MAX_MIN = 7 * 24 * 60
 log = logging.getLogger(__name__)
 
 with DAG(
@@ -80,14 +84,16 @@ with DAG(
         "max_drop": Param(0.02, type="number", minimum=0, maximum=1,
                           description="Largest allowed per-category drop against the champion (absolute)"),
         "canary_steps": Param([5, 25, 50], type="array", items={"type": "integer", "minimum": 1, "maximum": 100},
-                              minItems=1, maxItems=10, description="Canary traffic weights (%), strictly increasing"),
-        "canary_window_s": Param(SETTINGS.canary_window_s, type="integer", minimum=5, maximum=86400,
+                              minItems=1, maxItems=canary_bounds.CANARY_MAX_STEPS,
+                              description="Canary traffic weights (%), strictly increasing"),
+        "canary_window_s": Param(SETTINGS.canary_window_s, type="integer", minimum=5,
+                                 maximum=canary_bounds.CANARY_MAX_WINDOW_S,
                                  description="Observation window of each canary step (seconds)"),
-        "canary_failure_limit": Param(2, type="integer", minimum=1, maximum=10,
+        "canary_failure_limit": Param(2, type="integer", minimum=1, maximum=canary_bounds.CANARY_MAX_FAILURE_LIMIT,
                                       description="Failed analyses before the canary is rolled back"),
         "require_approval": Param(False, type="boolean",
                                   description="Wait for an approval in the Airflow UI before the last canary step"),
-        "approval_timeout_min": Param(24 * 60, type="integer", minimum=1, maximum=7 * 24 * 60,
+        "approval_timeout_min": Param(24 * 60, type="integer", minimum=1, maximum=APPROVAL_MAX_MIN,
                                       description="How long an approval waits (minutes); the run holds the "
                                                   "model's lease meanwhile"),
         "approval_timeout_outcome": Param("reject", type="string", enum=["reject", "approve"],
@@ -133,8 +139,9 @@ with DAG(
                                            model=params["model"], stage_result=stage_result,
                                            evalset_config=EVALSET)
 
+        hw_class = load_hardware_class(hw_name, SETTINGS.hardware_configs_dir)
         qualify_task = mapped_pod_job_task(task_id=f"qualify_{hw_name}", pod_jobs=plan_qualify(stage.output),
-                                           **pool_kwargs(load_hardware_class(hw_name, SETTINGS.hardware_configs_dir)))
+                                           max_pod_timeout_s=eval_pod_timeout_s(hw_class), **pool_kwargs(hw_class))
         qualify_outputs.append(qualify_task.output)
 
     @task(task_id="gate", trigger_rule="none_failed", multiple_outputs=True)
@@ -172,7 +179,8 @@ with DAG(
             raise AirflowFailException(str(exc)) from exc
 
     planned_canary = plan_canary(stage.output, verdict)
-    canary = mapped_pod_job_task(task_id="canary", pod_jobs=planned_canary, **pool_kwargs(serving_hw))
+    canary = mapped_pod_job_task(task_id="canary", pod_jobs=planned_canary,
+                                 max_pod_timeout_s=canary_bounds.max_timeout_s(serving_hw), **pool_kwargs(serving_hw))
 
     @task(task_id="check_canary")
     def check_canary(stage_result: dict, results: list, params: dict | None = None) -> dict | None:
@@ -203,6 +211,10 @@ with DAG(
         timeout_param="approval_timeout_min",
         outcome_param="approval_timeout_outcome",
         fail_on_reject=True,
+        # The wait is bounded by response_timeout (the Param, at most a week), not by an execution
+        # timeout racing the hand-over to the awaiting_input state.
+        response_timeout=timedelta(minutes=APPROVAL_MAX_MIN),
+        execution_timeout=None,
     )
 
     @task(task_id="reject_unapproved", trigger_rule="all_failed")
@@ -239,6 +251,7 @@ with DAG(
 
     planned_last = plan_canary_last_step(stage.output, verdict, canary_result)
     canary_last = mapped_pod_job_task(task_id="canary_last_step", pod_jobs=planned_last,
+                                      max_pod_timeout_s=canary_bounds.max_timeout_s(serving_hw),
                                       **pool_kwargs(serving_hw))
     last_result = check_canary.override(task_id="check_canary_last_step")(stage.output, canary_last.output)
     needs_approval(canary_result) >> approve_last_step >> planned_last

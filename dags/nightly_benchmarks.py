@@ -43,6 +43,7 @@ SETTINGS = settings.load()
 BENCH = config.load()
 ALL_CLASSES = load_all(SETTINGS.hardware_configs_dir)
 GROUPS = plan.pool_groups(ALL_CLASSES.values())
+MAX_BENCH_POD_S = plan.max_benchmark_timeout_s(ALL_CLASSES.values(), BENCH.matrices_dir)
 # Benchmarks yield to the refresh pipeline when both wait for the same pool's slots.
 LOW_PRIORITY = {"priority_weight": 1, "weight_rule": "absolute"}
 
@@ -108,7 +109,8 @@ with DAG(
             return planned[nightly.jobs_key(group)]
 
         bench = mapped_pod_job_task(task_id=f"bench_{group}", pod_jobs=pod_jobs_of(planned),
-                                    pool=pool, pool_slots=slots, max_active_tis_per_dagrun=1, **LOW_PRIORITY)
+                                    pool=pool, pool_slots=slots, max_active_tis_per_dagrun=1,
+                                    max_pod_timeout_s=MAX_BENCH_POD_S, **LOW_PRIORITY)
         bench_outputs.append(bench.output)
 
     @task(task_id="record_and_judge", trigger_rule="all_done", multiple_outputs=True, **LOW_PRIORITY)

@@ -35,6 +35,7 @@ from llmops.config import dag_defaults, settings
 from llmops.core.hardware import load_hardware_class
 from llmops.corpus.assets import CORPUS_ASSET
 from llmops.drift import plan as drift_plan
+from llmops.evals.eval_job import eval_pod_timeout_s
 from llmops.launch import mapped_pod_job_task, pod_job_task
 from llmops.serving.vllm import pool_kwargs
 
@@ -96,7 +97,7 @@ with DAG(
             airflow_run_id=run_id)
 
     evaluate = mapped_pod_job_task(task_id="evaluate", pod_jobs=plan_evaluations(check_evalsets.output),
-                                   **pool_kwargs(HARDWARE))
+                                   max_pod_timeout_s=eval_pod_timeout_s(HARDWARE), **pool_kwargs(HARDWARE))
 
     @task(task_id="plan_report")
     def plan_report(evaluations: list, hygiene: dict, params: dict | None = None, dag_run=None,
@@ -111,7 +112,8 @@ with DAG(
             hardware_class=HARDWARE.name, tracking_uri=BaseHook.get_connection("llmops_mlflow").host,
             airflow_run_id=run_id)]
 
-    report = mapped_pod_job_task(task_id="report", pod_jobs=plan_report(evaluate.output, check_evalsets.output))
+    report = mapped_pod_job_task(task_id="report", pod_jobs=plan_report(evaluate.output, check_evalsets.output),
+                                 max_pod_timeout_s=drift_plan.REPORT_TIMEOUT_S)
 
     @task(task_id="check_drift", multiple_outputs=True)
     def check_drift(results: list) -> dict:

@@ -121,3 +121,32 @@ def test_every_param_a_user_can_type_is_bounded(dagbag) -> None:
         for name in dag.params:
             problems += _unbounded(dag.params.get_param(name).schema, f"{dag_id}.params.{name}")
     assert problems == [], "\n".join(problems)
+
+
+def test_every_task_is_bounded(dagbag) -> None:
+    """No task can hang forever holding a worker slot, a pool slot or a model's lease.
+
+    Pod tasks allow at least their pod job's own deadline; an approval is bounded by its
+    response timeout (the awaiting_input wait), which its Params shorten at run time.
+    """
+    from datetime import timedelta
+
+    from airflow.providers.standard.operators.hitl import HITLOperator
+
+    unbounded, too_short = [], []
+    for dag_id, dag in dagbag.dags.items():
+        for task in dag.tasks:
+            where = f"{dag_id}.{task.task_id}"
+            if isinstance(task, HITLOperator) or getattr(task, "operator_class", None) is HITLOperator:
+                if not task.response_timeout:
+                    unbounded.append(f"{where} (approval without response_timeout)")
+                continue
+            timeout = task.execution_timeout
+            if not isinstance(timeout, timedelta) or timeout <= timedelta(0):
+                unbounded.append(where)
+                continue
+            pod_job = getattr(task, "pod_job", None)
+            if isinstance(pod_job, dict) and timeout.total_seconds() < pod_job.get("timeout_s", 0):
+                too_short.append(f"{where}: {timeout} < the pod's deadline {pod_job['timeout_s']} s")
+    assert unbounded == [], f"tasks without execution_timeout: {unbounded}"
+    assert too_short == [], too_short

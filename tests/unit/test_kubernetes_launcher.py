@@ -368,7 +368,8 @@ from llmops.launch import mapped_pod_job_task, pod_job_task
 job = PodJob(name="job", main=Container(name="job", image={JOBS_IMAGE!r}, command=("true",)))
 with DAG(dag_id="probe", schedule=None):
     pod_job_task(job, task_id="plain", launcher="kubernetes", namespace="other")
-    mapped_pod_job_task(task_id="mapped", pod_jobs=[job.to_dict()], launcher="kubernetes", namespace="other")
+    mapped_pod_job_task(task_id="mapped", pod_jobs=[job.to_dict()], launcher="kubernetes", namespace="other",
+                        max_pod_timeout_s=600)
 print(json.dumps(sorted(m for m in set(sys.modules) - before
                         if m.split(".")[0] == "kubernetes" or m.startswith("airflow.providers.cncf"))))
 """)
@@ -454,8 +455,10 @@ def test_mapped_task_passes_kubernetes_arguments(settings: settings_mod.Settings
     job = _serving_job(settings, "cpu")
     with DAG(dag_id="test_mapped", params=PARAMS, schedule=None):
         mapped = mapped_pod_job_task(task_id="evaluate", pod_jobs=[job.to_dict()], launcher="kubernetes",
-                                     pool="cpu", namespace="other", model_cache_claim="models-ro")
+                                     max_pod_timeout_s=600, pool="cpu", namespace="other",
+                                     model_cache_claim="models-ro")
     assert mapped.partial_kwargs["kubernetes_kwargs"] == {"namespace": "other"}
+    assert mapped.partial_kwargs["execution_timeout"].total_seconds() == 600 + 900  # the deadline + overhead
     op = mapped.unmap({"pod_job": job.to_dict()})
     assert isinstance(op, PodJobKubernetesOperator) and op.pool == "cpu"
     manifest = render_pod_manifest(op, {"params": dict(PARAMS)})

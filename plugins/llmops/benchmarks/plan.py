@@ -21,8 +21,9 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
+from pathlib import Path
 
-from llmops.benchmarks.workloads import WorkloadMatrix, workloads_to_json
+from llmops.benchmarks.workloads import WorkloadMatrix, load_matrix, matrix_path, workloads_to_json
 from llmops.core.hardware import HardwareClass
 from llmops.core.podjob import Container, PodJob, Resources, Volume, literal
 from llmops.serving.vllm import (
@@ -95,6 +96,20 @@ def code_container(jobs_image: str) -> Container:
     )
 
 
+def benchmark_timeout_s(hw: HardwareClass, matrix: WorkloadMatrix) -> int:
+    """The deadline of a benchmark pod on ``hw``: vLLM's start-up plus a budget per workload."""
+    startup, per_workload = ((GPU_STARTUP_BUDGET_S, GPU_WORKLOAD_BUDGET_S) if hw.gpu.count
+                             else (CPU_STARTUP_BUDGET_S, CPU_WORKLOAD_BUDGET_S))
+    return startup + per_workload * len(matrix.workloads)
+
+
+def max_benchmark_timeout_s(classes: Iterable[HardwareClass], matrices_dir: str | Path) -> int:
+    """The longest deadline a benchmark pod of any of ``classes`` (with a workload matrix) gets."""
+    deadlines = [benchmark_timeout_s(hw, load_matrix(hw.name, matrices_dir)) for hw in classes
+                 if matrix_path(hw.name, matrices_dir).is_file()]
+    return max(deadlines, default=3600)
+
+
 def benchmark_pod_job(*, hw: HardwareClass, matrix: WorkloadMatrix, target: Mapping[str, str], vllm_image: str,
                       jobs_image: str, fetch: Container | None = None, vllm_overrides: Sequence[str] = (),
                       timeout_s: int | None = None) -> PodJob:
@@ -126,9 +141,7 @@ def benchmark_pod_job(*, hw: HardwareClass, matrix: WorkloadMatrix, target: Mapp
         resources=Resources(cpu="2", memory="4Gi"),
     )
     if timeout_s is None:
-        startup, per_workload = ((GPU_STARTUP_BUDGET_S, GPU_WORKLOAD_BUDGET_S) if hw.gpu.count
-                                 else (CPU_STARTUP_BUDGET_S, CPU_WORKLOAD_BUDGET_S))
-        timeout_s = startup + per_workload * len(matrix.workloads)
+        timeout_s = benchmark_timeout_s(hw, matrix)
     job = serving_pod_job(
         name=pod_name(hw, target), hw=hw, main=main, model_path=target["model_path"], served_model_name=served,
         vllm_image=vllm_image, labels={PIPELINE_LABEL: "benchmarks"}, timeout_s=timeout_s,

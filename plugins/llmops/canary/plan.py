@@ -26,13 +26,13 @@ from llmops.core.job_container import MLFLOW_URI_TEMPLATE, jobs_container
 from llmops.core.limits import VLLM_EXTRA_ARG_MAX_CHARS, VLLM_EXTRA_ARGS_MAX
 from llmops.core.podjob import Container, PodJob, literal
 from llmops.serving.vllm import (
-    CPU_STARTUP_BUDGET_S,
     GPU_STARTUP_BUDGET_S,
     HARDWARE_CLASS_LABEL,
     SCRATCH_MOUNT,
     scheduling_for,
     serving_volumes,
     vllm_sidecar,
+    vllm_startup_budget_s,
 )
 
 STABLE_CONTAINER = "vllm-stable"
@@ -174,13 +174,32 @@ def controller_args(hw: HardwareClass, spec_json: str, *, evalset: str, served_m
     return args
 
 
+CANARY_MAX_STEPS = 10
+"""Most traffic steps a canary may have (the model_refresh Param ``canary_steps``)."""
+CANARY_MAX_WINDOW_S = 3600
+"""Longest observation window of one step (the Param ``canary_window_s``)."""
+CANARY_MAX_FAILURE_LIMIT = 10
+"""Highest failure limit (the Param ``canary_failure_limit``)."""
+
+
+def max_timeout_s(hw: HardwareClass) -> int:
+    """The longest deadline a canary pod on ``hw`` can get within the Params' bounds: what the
+    canary task's ``execution_timeout`` must allow (each pod's own deadline is its spec's)."""
+    from llmops.canary.analysis import CanarySpec
+
+    weights = [round(100 * (i + 1) / CANARY_MAX_STEPS) for i in range(CANARY_MAX_STEPS)]
+    spec = CanarySpec.from_dict({"steps": [{"weight": w, "window_s": float(CANARY_MAX_WINDOW_S)} for w in weights],
+                                 "failure_limit": CANARY_MAX_FAILURE_LIMIT})
+    return default_timeout_s(hw, spec)
+
+
 def default_timeout_s(hw: HardwareClass, spec: CanarySpec | None) -> int:
     """Both servers' start-up budget (they start one after the other) plus the worst-case windows.
 
     Worst case: every step observed once, plus ``failure_limit x max_holds`` repeated windows
     of the longest step, plus 10 minutes of margin. Unknown spec (a template): one hour more.
     """
-    startup = 2 * (GPU_STARTUP_BUDGET_S if hw.gpu.count else CPU_STARTUP_BUDGET_S)
+    startup = 2 * vllm_startup_budget_s(hw)
     if spec is None:
         return startup + 3600
     longest = max(step.window_s for step in spec.steps)

@@ -16,6 +16,9 @@ PARSER_VERSION_TEMPLATE = literal_template(
     "params.parser_version or var.value.get('llmops_corpus_parser_version', 'v1')")
 
 
+PARSE_TIMEOUT_S = 3600
+"""Deadline of one parse pod (one shard of ``docs_per_shard`` documents)."""
+
 def _job(settings: Settings, name: str, module: str, args: list[str], *, cpu: str = "1", memory: str = "2Gi",
          timeout_s: int = 3600, scratch: str = "10Gi") -> PodJob:
     container = with_s3_secrets(jobs_container(
@@ -40,7 +43,7 @@ def parse_jobs(settings: Settings, corpus: str, *, shards: int, bucket: str, run
     for shard in range(shards):
         job = _job(settings, f"corpus-parse-{shard}", "corpus_parse", [
             "--bucket", bucket, "--corpus", corpus, "--run-id", run_id, "--shard", str(shard),
-            "--parser-version", parser_version], cpu="1", memory="4Gi")
+            "--parser-version", parser_version], cpu="1", memory="4Gi", timeout_s=PARSE_TIMEOUT_S)
         data = job.to_dict()
         data["main"]["env"]["AWS_ENDPOINT_URL"] = s3_endpoint or ""
         data["main"]["env"]["MLFLOW_TRACKING_URI"] = tracking_uri

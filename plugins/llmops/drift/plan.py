@@ -33,6 +33,9 @@ class DriftAlert(RuntimeError):
     """The week's report flagged drift; the message lists what drifted, by how much, since when."""
 
 
+REPORT_TIMEOUT_S = 1800
+"""Deadline of the report pod (history from MLflow, charts, the HTML page)."""
+
 def week_of(logical_date: datetime | None, run_after: datetime) -> str:
     """The ISO week a run reports on: its logical date's week (a manual run: the week it runs in)."""
     return iso_week(logical_date or run_after)
@@ -106,7 +109,7 @@ def report_job(settings: Settings, *, model: str, week: str, evaluations: list[d
             "--tag", f"airflow_run_id={airflow_run_id}"]
     container = jobs_container(settings, "drift_report", args, resources=Resources(cpu="1", memory="2Gi"),
                                        mlflow_tracking_uri=tracking_uri)
-    return PodJob(name="drift-report", main=container, timeout_s=1800).to_dict()
+    return PodJob(name="drift-report", main=container, timeout_s=REPORT_TIMEOUT_S).to_dict()
 
 
 def check(result: dict[str, Any] | None) -> dict[str, Any]:

@@ -35,6 +35,11 @@ CPU_STARTUP_BUDGET_S = 300
 HARDWARE_CLASS_LABEL = "llmops.io/hardware-class"
 
 
+def vllm_startup_budget_s(hw: HardwareClass) -> int:
+    """How long vLLM may take on ``hw`` to become healthy (weights loaded, memory profiled)."""
+    return GPU_STARTUP_BUDGET_S if hw.gpu.count else CPU_STARTUP_BUDGET_S
+
+
 def vllm_sidecar(hw: HardwareClass, model_path: str, served_model_name: str, image: str,
                  port_env: str = VLLM_PORT_ENV, *, scratch_dir: str = SCRATCH_MOUNT,
                  startup_budget_s: int | None = None) -> Container:
@@ -46,7 +51,7 @@ def vllm_sidecar(hw: HardwareClass, model_path: str, served_model_name: str, ima
     as an arbitrary non-root user whose home directory is not writable.
     """
     if startup_budget_s is None:
-        startup_budget_s = GPU_STARTUP_BUDGET_S if hw.gpu.count else CPU_STARTUP_BUDGET_S
+        startup_budget_s = vllm_startup_budget_s(hw)
     env = {
         # vLLM, Triton, torch.compile and Hugging Face write caches under HOME or these
         # roots; keep them in the pod's scratch volume (locally: the pod's work folder).
