@@ -41,3 +41,50 @@ def test_an_empty_endpoint_means_aws_s3_itself(monkeypatch: pytest.MonkeyPatch) 
     client = s3.client_from_env()
     assert client.meta.endpoint_url == "https://s3.amazonaws.com"
     assert client.meta.region_name == s3.DEFAULT_REGION
+
+
+class _Body:
+    """An S3 body stream that counts what is read from it."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.read_bytes = data, 0
+
+    def read(self, size: int = -1) -> bytes:
+        size = len(self.data) - self.read_bytes if size < 0 else size
+        chunk = self.data[self.read_bytes:self.read_bytes + size]
+        self.read_bytes += len(chunk)
+        return chunk
+
+    def __enter__(self) -> _Body:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        return None
+
+
+class _OneObject:
+    def __init__(self, body: _Body, declared: int | None) -> None:
+        self.body, self.declared = body, declared
+
+    def get_object(self, **_: object) -> dict:
+        return {"Body": self.body, **({"ContentLength": self.declared} if self.declared is not None else {})}
+
+
+@pytest.mark.parametrize("declared", [None, 10], ids=["no-declared-size", "declared-size-lies"])
+def test_read_json_never_reads_more_than_its_limit(declared: int | None) -> None:
+    from llmops.core.limits import InputTooLargeError
+
+    body = _Body(json.dumps({"history": ["x" * 100] * 1000}).encode())
+    with pytest.raises(InputTooLargeError, match=r"s3://bucket/state\.json"):
+        s3.read_json(_OneObject(body, declared), "bucket", "state.json", max_bytes=1024)
+    assert body.read_bytes <= 1025
+
+
+def test_read_json_refuses_a_declared_size_over_the_limit_before_reading() -> None:
+    from llmops.core.limits import InputTooLargeError
+
+    body = _Body(b"{}")
+    with pytest.raises(InputTooLargeError):
+        s3.read_json(_OneObject(body, 10**9), "bucket", "state.json")
+    assert body.read_bytes == 0
+    assert s3.read_json(_OneObject(_Body(b'{"a": 1}'), 8), "bucket", "state.json") == {"a": 1}

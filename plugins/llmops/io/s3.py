@@ -102,18 +102,30 @@ def head(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
         raise
 
 
-def read_json(s3: Any, bucket: str, key: str) -> Any:
-    """The parsed JSON document at ``s3://bucket/key``.
+JSON_OBJECT_MAX_BYTES = 16 * 1024 * 1024
+"""Largest JSON state object read by default (a pointer, a deployment record with its history)."""
 
-    Raises ``FileNotFoundError`` (no such object) or ``ValueError`` (not JSON), naming the URI.
+
+def read_json(s3: Any, bucket: str, key: str, *, max_bytes: int = JSON_OBJECT_MAX_BYTES) -> Any:
+    """The parsed JSON document at ``s3://bucket/key``, at most ``max_bytes`` of it.
+
+    Raises ``FileNotFoundError`` (no such object), ``InputTooLargeError`` (larger than
+    ``max_bytes``: its declared size is checked before anything is read, and no more than
+    ``max_bytes + 1`` bytes are ever read) or ``ValueError`` (not JSON), naming the URI.
     """
+    from llmops.core.limits import read_at_most
+
     uri = s3_uri(bucket, key)
     try:
-        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        answer = s3.get_object(Bucket=bucket, Key=key)
     except ClientError as exc:
         if is_not_found(exc):
             raise FileNotFoundError(f"{uri}: no such object; fix: check the bucket and key") from exc
         raise
+    with answer["Body"] as stream:
+        body = read_at_most(stream, uri, "the JSON object", max_bytes,
+                            "this object is larger than any the platform writes: check what wrote it",
+                            declared_size=answer.get("ContentLength"))
     try:
         return json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
