@@ -207,3 +207,15 @@ def s3(platform) -> Any:  # noqa: F811
     from llmops.io import s3 as s3io
 
     return s3io.client(endpoint_url=platform.endpoints.s3_url)
+
+
+def receive_and_stage(jobs: Jobs, drop_uri: str, model: str, models_bucket: str) -> dict[str, Any]:
+    """Run receive then stage on a published drop, as the refresh DAG does; stage's result."""
+    received = jobs.run("receive", "--drop-uri", drop_uri, "--experiment", EXPERIMENT,
+                        "--models-bucket", models_bucket)
+    assert received.returncode == 0, received.output
+    staged = jobs.run("stage", "--drop-uri", drop_uri, "--registered-model", model, "--hardware-classes", "cpu",
+                      "--experiment", EXPERIMENT, "--models-bucket", models_bucket,
+                      "--source-etags", json.dumps(received.result["etags"]))
+    assert staged.returncode == 0, staged.output
+    return staged.result
