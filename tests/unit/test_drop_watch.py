@@ -201,6 +201,24 @@ def test_release_then_republish_is_generation_two_and_only_the_holder_may_releas
     assert dw.release_claim(s3, BUCKET, again.run_id, "lease wait timed out") is True
 
 
+def test_a_release_asked_before_the_claim_is_recorded_is_not_lost(s3) -> None:
+    """The triggered run can fail at receive before the watcher's claim task records the claim."""
+    _deliver(s3, "m", "r1", at=T0)
+    found = _poll(s3)
+    (drop,) = found.drops
+    assert dw.release_claim(s3, BUCKET, drop.run_id, "receive rejected the manifest") is True
+    assert dw.read_claim(s3, BUCKET, "m", drop.hex) is None
+    summary = _record(s3, found, runs={drop.run_id})
+    assert [c["run_id"] for c in summary["claimed"]] == [drop.run_id], "settled: the cursor moves on"
+    claim = dw.read_claim(s3, BUCKET, "m", drop.hex)
+    assert (claim.state, claim.run_id) == ("released", drop.run_id)
+    assert claim.record["release_reason"] == "receive rejected the manifest"
+    assert dw.release_claim(s3, BUCKET, drop.run_id, "asked twice") is False
+    _after_second_of(drop.arrived_at)
+    _deliver(s3, "m", "r2")  # the corrected drop (same weights) republished
+    assert [d.run_id for d in _poll(s3).drops] == [drop.run_id + "__g2"]
+
+
 def test_an_unparsable_manifest_is_still_a_drop(s3) -> None:
     _deliver(s3, "m", "broken", body=b"{not json")
     (drop,) = _poll(s3).drops

@@ -17,7 +17,8 @@ first claim, ``If-Match: <etag>`` to re-claim), so two watchers never both hold 
 :func:`release_claim` with its run id when it fails before or at receive. A released drop is
 new again once its manifest is newer (S3 ``LastModified``) than the one the claim recorded
 (the corrected drop republished, even byte for byte): it is claimed again as generation
-``n + 1`` with run id ``drop__<model>__<hex24>__g<n>``.
+``n + 1`` with run id ``drop__<model>__<hex24>__g<n>``. A run that fails before its claim is
+recorded leaves a release request (``_releases/<run id>.json``) that the claim task honours.
 
 **Flat poll cost.** Publishers write, right after the manifest, an arrival record
 ``_arrivals/<UTC %Y%m%dT%H%M%S.%fZ>__<model>__<revision>.json`` (the arrival contract,
@@ -66,9 +67,11 @@ log = logging.getLogger(__name__)
 CLAIMS_PREFIX = "_claims/"
 ARRIVALS_PREFIX = "_arrivals/"
 REFUSED_PREFIX = "_refused/"
+RELEASES_PREFIX = "_releases/"
 STATE_KEY = "_watcher/state.json"
 INDEX_KEY = "_watcher/index.json"
-RESERVED_TOP = frozenset({"_claims", "_arrivals", "_refused", "_watcher", QUARANTINE_PREFIX.rstrip("/")})
+RESERVED_TOP = frozenset({"_claims", "_arrivals", "_refused", "_releases", "_watcher",
+                          QUARANTINE_PREFIX.rstrip("/")})
 """Top-level prefixes of the drops bucket that hold no drops."""
 
 CLAIMED, RELEASED = "claimed", "released"
@@ -548,7 +551,7 @@ def scan(s3: Any, bucket: str, state: WatchState | None = None, *, now: datetime
         state = read_state(s3, bucket)
     scanner = _Scanner(s3, bucket, state, now)
     scanner.fast_path()
-    if sweep if sweep is not None else sweep_due(state.last_sweep_at, now, sweep_interval_s):
+    if sweep_due(state.last_sweep_at, now, sweep_interval_s) if sweep is None else sweep:
         scanner.sweep()
     return scanner.result
 
@@ -570,20 +573,22 @@ def write_claim(s3: Any, drop: Drop, claimed_by: str, now: datetime | None = Non
 
     A first claim is written only where none exists, a re-claim only over the released claim
     the scan saw (its ETag). When someone else wrote first, True only if theirs names the same run.
+    A release its run asked for before the claim was recorded is applied right after.
     """
     now = now or datetime.now(UTC)
     previous = None
     if drop.claim_etag is not None:
         previous = read_claim(s3, drop.bucket, drop.model, drop.hex)
         if previous is None or previous.etag != drop.claim_etag:
-            return previous is not None and previous.run_id == drop.run_id and previous.state == CLAIMED
+            return previous is not None and previous.run_id == drop.run_id
     record = _claim_record(drop, claimed_by, now, previous)
     written = _put_json(s3, drop.bucket, claim_key(drop.model, drop.hex), record,
                         if_match=drop.claim_etag, if_none_match=drop.claim_etag is None)
-    if written is not None:
-        return True
-    current = read_claim(s3, drop.bucket, drop.model, drop.hex)
-    return current is not None and current.run_id == drop.run_id and current.state == CLAIMED
+    current = read_claim(s3, drop.bucket, drop.model, drop.hex) if written is None else None
+    if written is None and (current is None or current.run_id != drop.run_id):
+        return False
+    _honour_release_request(s3, drop)
+    return True
 
 
 def record_refusal(s3: Any, bucket: str, refusal: Refusal, now: datetime | None = None) -> bool:
@@ -619,7 +624,7 @@ def record_claims(s3: Any, scan_result: Scan, run_exists: Callable[[str], bool],
                                                  for a in scan_result.arrivals])
     index_added = {**scan_result.index, **{d.manifest_key: d.arrived_at for d in claimed}}
     if index_added:
-        _update_index(s3, bucket, index_added)
+        update_index(s3, bucket, index_added)
     retries: dict[str, dict[str, Any]] = {}
     state = read_state(s3, bucket)
     for drop in scan_result.waiting:
@@ -630,10 +635,10 @@ def record_claims(s3: Any, scan_result: Scan, run_exists: Callable[[str], bool],
         retries[drop.run_id] = {"attempts": attempts,
                                 "next_at": stamp(now + timedelta(seconds=retry_delay_s(attempts)))}
     new_state = WatchState(cursor=max(cursor, state.cursor), retries=retries,
-                           last_sweep_at=scan_result.scanned_at if scan_result.swept else state.last_sweep_at)
-    saved = _put_json(s3, bucket, STATE_KEY, new_state.to_record(), if_match=state.etag,
-                      if_none_match=state.etag is None)
-    if saved is None:
+                           last_sweep_at=scan_result.scanned_at if scan_result.swept else state.last_sweep_at,
+                           etag=state.etag)
+    saved = save_state(s3, bucket, new_state)
+    if not saved:
         log.warning("s3://%s/%s changed while recording: the cursor stays; the next poll redoes the work",
                     bucket, STATE_KEY)
     return {"claimed": [{"run_id": d.run_id, "uri": d.uri, "generation": d.generation} for d in claimed],
@@ -643,8 +648,17 @@ def record_claims(s3: Any, scan_result: Scan, run_exists: Callable[[str], bool],
             "swept": scan_result.swept, "indexed": len(index_added)}
 
 
-def _update_index(s3: Any, bucket: str, entries: dict[str, str], attempts: int = 3) -> bool:
-    """Merge ``entries`` into the sweep index (read-modify-write with If-Match)."""
+def save_state(s3: Any, bucket: str, state: WatchState) -> bool:
+    """Write ``state`` over the version it was read from (``state.etag``; ``None``: only where none exists).
+
+    False when the state changed in between (nothing written).
+    """
+    return _put_json(s3, bucket, STATE_KEY, state.to_record(), if_match=state.etag,
+                     if_none_match=state.etag is None) is not None
+
+
+def update_index(s3: Any, bucket: str, entries: dict[str, str], attempts: int = 3) -> bool:
+    """Merge ``entries`` (manifest key -> LastModified) into the sweep index (read-modify-write, If-Match)."""
     for _ in range(attempts):
         index, etag = read_index(s3, bucket)
         if all(index.get(k) == v for k, v in entries.items()):
@@ -656,19 +670,13 @@ def _update_index(s3: Any, bucket: str, entries: dict[str, str], attempts: int =
     return False
 
 
-def release_claim(s3: Any, bucket: str, run_id: str, reason: str) -> bool:
-    """Release the claim held by the ``model_refresh`` run ``run_id``, so a republished drop is new again.
+def release_key(run_id: str) -> str:
+    """Where a release asked for before its claim was recorded waits: ``_releases/<run id>.json``."""
+    return f"{RELEASES_PREFIX}{run_id}.json"
 
-    Finds the claim from the run id alone (one LIST of ``_claims/<model>/<hex24>``) and flips it
-    to ``released`` with a conditional write (``If-Match``), only if it is held by ``run_id``.
-    Returns True when this call released it; False for a run the watcher did not start
-    (``manual__...``), a claim held by another run or generation, or one already released.
-    """
-    parsed = parse_run_id(run_id)
-    if parsed is None:
-        log.info("%s was not started by the weight-drop watcher: no claim to release", run_id)
-        return False
-    model, hex24, _ = parsed
+
+def _flip_to_released(s3: Any, bucket: str, model: str, hex24: str, run_id: str, reason: str) -> str:
+    """Flip the claim of ``model``/``hex24`` held by ``run_id``: ``released``, ``not-held`` or ``absent``."""
     prefix = f"{CLAIMS_PREFIX}{model}/{hex24}"
     keys = [obj["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
             for obj in page.get("Contents", [])]
@@ -681,16 +689,56 @@ def release_claim(s3: Any, bucket: str, run_id: str, reason: str) -> bool:
             continue
         if record.get("state") != CLAIMED:
             log.info("s3://%s/%s: already released", bucket, key)
-            return False
+            return "not-held"
         released = {**record, "state": RELEASED, "released_at": stamp(datetime.now(UTC)),
                     "released_by": run_id, "release_reason": reason}
         if _put_json(s3, bucket, key, released, if_match=found[1]) is None:
             log.warning("s3://%s/%s changed while releasing it: left as it is", bucket, key)
-            return False
+            return "not-held"
         log.info("released s3://%s/%s (%s): a republished drop will be processed again", bucket, key, reason)
+        return "released"
+    return "not-held" if keys else "absent"
+
+
+def release_claim(s3: Any, bucket: str, run_id: str, reason: str) -> bool:
+    """Release the claim held by the ``model_refresh`` run ``run_id``, so a republished drop is new again.
+
+    Finds the claim from the run id alone (one LIST of ``_claims/<model>/<hex24>``) and flips it
+    to ``released`` with a conditional write (``If-Match``), only if it is held by ``run_id``.
+    A run that fails before the watcher recorded its claim (the claim is recorded after the
+    trigger) leaves a release request ``_releases/<run id>.json`` that the watcher honours when it
+    records the claim; each side writes first and looks second, so neither order loses the release.
+
+    Returns True when this call released the claim or left the release request; False for a run
+    the watcher did not start (``manual__...``), a claim held by another run or generation, or
+    one already released.
+    """
+    parsed = parse_run_id(run_id)
+    if parsed is None:
+        log.info("%s was not started by the weight-drop watcher: no claim to release", run_id)
+        return False
+    model, hex24, _ = parsed
+    outcome = _flip_to_released(s3, bucket, model, hex24, run_id, reason)
+    if outcome != "absent":
+        if outcome == "not-held":
+            log.warning("no claim in s3://%s/%s%s/%s* is held by %s: nothing released", bucket, CLAIMS_PREFIX,
+                        model, hex24, run_id)
+        return outcome == "released"
+    request = {"run_id": run_id, "reason": reason, "requested_at": stamp(datetime.now(UTC))}
+    if _put_json(s3, bucket, release_key(run_id), request, if_none_match=True) is None:
+        return False  # asked for already
+    if _flip_to_released(s3, bucket, model, hex24, run_id, reason) == "released":  # recorded meanwhile
         return True
-    log.warning("no claim in s3://%s/%s* is held by %s: nothing released", bucket, prefix, run_id)
-    return False
+    log.info("the claim of %s is not recorded yet: the watcher releases it when it records it", run_id)
+    return True
+
+
+def _honour_release_request(s3: Any, drop: Drop) -> None:
+    """After recording a claim: release it at once if its run asked for that first."""
+    found = _get(s3, drop.bucket, release_key(drop.run_id))
+    if found is not None:
+        reason = json.loads(found[0]).get("reason", "released by its run before the claim was recorded")
+        _flip_to_released(s3, drop.bucket, drop.model, drop.hex[:HEX24], drop.run_id, reason)
 
 
 def trigger_kwargs(drops: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
