@@ -31,7 +31,10 @@ reason named:
    rewritten with its history. `model_rollback` undoes it in one run.
 
 Around it: `claim_model` holds the model's refresh lease (one run per model at a time; other
-models' runs overlap) and the `release_model` teardown gives it back; the `restore_routing`
+models' runs overlap) and the `release_model` teardown gives it back; `release_drop_claim`
+gives the weight-drop watcher's claim back when the run fails at or before receive, so the
+corrected drop, once republished, runs; an approval unanswered for `approval_timeout_min`
+becomes `approval_timeout_outcome` (reject: rolled back, lease released); the `restore_routing`
 teardown sends all traffic back to the champion after any canary, whatever its outcome (in a
 cluster: the model's HTTPRoute to `<model>-stable`; on the embedded default the proxy lived
 inside the canary pod and ended with it).
@@ -128,6 +131,17 @@ with DAG(
     receive = pod_job_task(plan.receive_job(SETTINGS), task_id="receive")
     stage = pod_job_task(plan.stage_job(SETTINGS), task_id="stage")
     claim >> receive >> stage
+
+    # A drop that never got past receive (quarantined, or the lease wait timed out) must not stay
+    # claimed: its claim is released so that the corrected drop, once republished, runs.
+    @task(task_id="release_drop_claim", trigger_rule="one_failed")
+    def release_drop_claim(params: dict | None = None, run_id: str | None = None) -> bool:
+        """Give the weight-drop watcher's claim back when the run failed at or before receive."""
+        return actions.release_drop_claim(params["drop_uri"], run_id,
+                                          reason="the refresh run failed at or before receive (see its receive task)")
+
+    # (receive's own state covers the lease wait: upstream_failed when claim_model timed out.)
+    receive >> release_drop_claim()
 
     qualify_outputs = []
     for hw_name in TARGET_CLASSES:

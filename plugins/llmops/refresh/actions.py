@@ -92,6 +92,17 @@ def release_model(model: str, run_id: str) -> bool:
     return lease.release(s3, bucket, model, run_id)
 
 
+def release_drop_claim(drop_uri: str, run_id: str, reason: str) -> bool:
+    """Release the weight-drop watcher's claim held by this run (see :func:`drop_watch.release_claim`),
+    so that the drop, once republished, starts a new refresh; False when there is none to release
+    (a run started by hand, or a claim already released by an earlier try)."""
+    from llmops.io import s3 as s3io
+    from llmops.refresh.drop_watch import release_claim
+
+    bucket, _ = s3io.parse_s3_uri(drop_uri)
+    return release_claim(s3io.client_from_connection(), bucket, run_id, reason)
+
+
 def _models_bucket() -> tuple[Any, str]:
     """An S3 client from the ``llmops_s3`` connection and the models bucket (inside a task)."""
     from airflow.sdk import Variable
