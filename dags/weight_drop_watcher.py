@@ -24,6 +24,8 @@ claim is held, and Airflow would refuse a second run with the same id anyway.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import DAG, task
 
@@ -31,6 +33,7 @@ from llmops.config import dag_defaults, settings
 from llmops.refresh.drop_sensor import WeightDropSensor
 
 SETTINGS = settings.load()
+WAIT = timedelta(hours=23)
 
 with DAG(
     dag_id="weight_drop_watcher",
@@ -50,6 +53,10 @@ with DAG(
         sweep_interval_s=SETTINGS.drop_sweep_interval_s,
         deferrable=True,
         soft_fail=True,  # a quiet day ends the run as skipped; the next continuous run waits again
+        # The wait in the triggerer is bounded by the sensor's own timeout, not by the 20 minutes
+        # of a light task (Airflow caps a deferral at the execution_timeout).
+        timeout=WAIT.total_seconds(),
+        execution_timeout=WAIT,
     )
 
     @task(task_id="plan_triggers")
