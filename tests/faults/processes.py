@@ -41,6 +41,11 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
+def children(pid: int) -> list[int]:
+    """The direct children of ``pid``."""
+    return sorted(child for child, parent in _ppids().items() if parent == pid)
+
+
 def cmdline(pid: int) -> str:
     try:
         return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
