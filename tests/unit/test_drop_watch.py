@@ -278,3 +278,30 @@ def test_a_quiet_poll_is_one_list_request(s3) -> None:
     state = dw.read_state(s3, BUCKET)
     quiet = dw.scan(s3, BUCKET, state, sweep=False)
     assert quiet.requests == 1 and not quiet.has_work
+
+
+def test_an_oversized_manifest_is_found_by_a_bounded_read_and_left_to_receive(s3, monkeypatch) -> None:
+    """A manifest over MANIFEST_MAX_BYTES is neither read whole nor skipped: it gets the identity of
+    its first bytes, so receive rejects and quarantines it loudly."""
+    monkeypatch.setattr(dw, "MANIFEST_MAX_BYTES", 1024)
+    padded = _manifest("m", "huge")[:-1] + b', "padding": "' + b"x" * 4096 + b'"}'
+    _deliver(s3, "m", "huge", body=padded)
+    (drop,) = _poll(s3).drops
+    assert drop.identity.startswith("manifest-sha256:")
+    assert drop.identity.endswith(hashlib.sha256(padded[:1025]).hexdigest())
+
+
+@pytest.mark.parametrize("body", [b"not json", b"[1, 2]", b'{"state": ["claimed"], "generation": "one"}',
+                                  b'{"state": "claimed", "generation": 1, "arrived_at": "yesterday"}'])
+def test_a_claim_object_the_watcher_did_not_write_is_named_with_the_fix(s3, body: bytes) -> None:
+    _deliver(s3, "m", "r1", at=T0)
+    (drop,) = _poll(s3).drops
+    s3.put_object(Bucket=BUCKET, Key=dw.claim_key(drop.model, drop.hex), Body=body)
+    with pytest.raises(dw.WatchStateError, match=rf"s3://{BUCKET}/_claims/m/{drop.hex}\.json: .*fix: .*delete it"):
+        dw.read_claim(s3, BUCKET, drop.model, drop.hex)
+
+
+def test_a_state_object_the_watcher_did_not_write_is_named_with_the_fix(s3) -> None:
+    s3.put_object(Bucket=BUCKET, Key=dw.STATE_KEY, Body=b"\xff\xfe")
+    with pytest.raises(dw.WatchStateError, match=r"_watcher/state\.json: not a watcher record"):
+        dw.read_state(s3, BUCKET)

@@ -59,7 +59,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from llmops.core.manifests import MANIFEST_NAME, QUARANTINE_PREFIX, ManifestError, parse_drop_manifest
+from llmops.core.limits import MANIFEST_MAX_BYTES
+from llmops.core.manifests import MANIFEST_NAME, QUARANTINE_PREFIX, ManifestError, load_drop_manifest
 from llmops.refresh.drop_names import MODEL_PATTERN, drop_name_problem
 
 log = logging.getLogger(__name__)
@@ -359,8 +360,20 @@ def _not_found(exc: Exception) -> bool:
     return _code(exc) in ("NoSuchKey", "404", "NotFound")
 
 
-def _get(s3: Any, bucket: str, key: str) -> tuple[bytes, str, datetime] | None:
-    """``(body, etag, LastModified)`` of ``key``, or ``None`` when it does not exist."""
+STATE_OBJECT_MAX_BYTES = 16 * 1024 * 1024
+"""Most bytes read of a watcher object (state, index, claim): the index is ~100 bytes a drop."""
+
+
+class WatchStateError(ValueError):
+    """A watcher object (claim, state, index, release request) that is not what the watcher wrote."""
+
+
+def _get(s3: Any, bucket: str, key: str, *, limit: int = STATE_OBJECT_MAX_BYTES) -> tuple[bytes, str, datetime] | None:
+    """``(body, etag, LastModified)`` of ``key``, or ``None`` when it does not exist.
+
+    At most ``limit + 1`` bytes are read: a longer body comes back cut there, so that whoever
+    parses it refuses it by its size instead of the poll holding an unbounded object in memory.
+    """
     from botocore.exceptions import ClientError
 
     try:
@@ -369,7 +382,25 @@ def _get(s3: Any, bucket: str, key: str) -> tuple[bytes, str, datetime] | None:
         if _not_found(exc):
             return None
         raise
-    return answer["Body"].read(), answer["ETag"], answer["LastModified"]
+    with answer["Body"] as stream:
+        body = stream.read(limit + 1)
+    return body, answer["ETag"], answer["LastModified"]
+
+
+def _record(found: tuple[bytes, str, datetime], bucket: str, key: str) -> dict[str, Any]:
+    """A watcher object's JSON record; a clear error naming the object when it is not one."""
+    body = found[0]
+    try:
+        if len(body) > STATE_OBJECT_MAX_BYTES:
+            raise ValueError(f"larger than {STATE_OBJECT_MAX_BYTES} bytes")
+        record = json.loads(body)
+        if not isinstance(record, dict):
+            raise ValueError(f"a JSON {type(record).__name__}, not an object")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise WatchStateError(f"s3://{bucket}/{key}: not a watcher record ({str(exc)[:200]}); fix: restore it "
+                              "from its version history, or delete it (a claim: the drop is then found "
+                              "again; the state or index: the next poll sweeps the bucket)") from None
+    return record
 
 
 def _put_json(s3: Any, bucket: str, key: str, payload: Any, *, if_match: str | None = None,
@@ -393,7 +424,7 @@ def read_state(s3: Any, bucket: str) -> WatchState:
     found = _get(s3, bucket, STATE_KEY)
     if found is None:
         return WatchState()
-    data = json.loads(found[0])
+    data = _record(found, bucket, STATE_KEY)
     return WatchState(cursor=data.get("cursor", ""), last_sweep_at=data.get("last_sweep_at"),
                       retries=dict(data.get("retries", {})), etag=found[1])
 
@@ -403,20 +434,36 @@ def read_index(s3: Any, bucket: str) -> tuple[dict[str, str], str | None]:
     found = _get(s3, bucket, INDEX_KEY)
     if found is None:
         return {}, None
-    return dict(json.loads(found[0]).get("manifests", {})), found[1]
+    manifests = _record(found, bucket, INDEX_KEY).get("manifests", {})
+    if not isinstance(manifests, dict):
+        raise WatchStateError(f"s3://{bucket}/{INDEX_KEY}: field 'manifests' is not a mapping; fix: delete the "
+                              "index (the next poll sweeps the bucket and writes it again)")
+    return dict(manifests), found[1]
 
 
 def read_claim(s3: Any, bucket: str, model: str, hex_digest: str) -> Claim | None:
     """The claim of ``(model, hex)``, or ``None``."""
-    found = _get(s3, bucket, claim_key(model, hex_digest))
-    return None if found is None else Claim.from_record(json.loads(found[0]), found[1])
+    key = claim_key(model, hex_digest)
+    found = _get(s3, bucket, key)
+    if found is None:
+        return None
+    record = _record(found, bucket, key)
+    try:
+        claim = Claim.from_record(record, found[1])
+        _time(claim.arrived_at)
+        if claim.state not in (CLAIMED, RELEASED) or claim.generation < 1 or not isinstance(claim.run_id, str):
+            raise ValueError(f"state {claim.state!r}, generation {claim.generation!r}")
+    except (TypeError, ValueError) as exc:
+        raise WatchStateError(f"s3://{bucket}/{key}: not a claim the watcher wrote ({str(exc)[:200]}); fix: "
+                              "delete it (the drop is then found and claimed again)") from None
+    return claim
 
 
 def identity_of(body: bytes, uri: str) -> tuple[str, str]:
     """``(kind, hex)`` of a manifest: its weight digest, or the SHA-256 of bytes that do not parse."""
     try:
-        return WEIGHT_DIGEST, parse_drop_manifest(json.loads(body), uri).weight_digest
-    except (ManifestError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return WEIGHT_DIGEST, load_drop_manifest(body, uri).weight_digest
+    except ManifestError as exc:  # malformed, or over MANIFEST_MAX_BYTES (``body`` is then cut)
         log.warning("%s cannot be parsed (%s): it will be received and rejected", uri, str(exc).splitlines()[0])
         return MANIFEST_SHA256, hashlib.sha256(body).hexdigest()
 
@@ -498,7 +545,7 @@ class _Scanner:
             if last_modified:  # refused once recorded (the claim task records it before the index)
                 self.result.index[key] = last_modified
             return outcome, None
-        found = _get(self.s3, self.bucket, key)
+        found = _get(self.s3, self.bucket, key, limit=MANIFEST_MAX_BYTES)
         self._count()
         if found is None:
             log.warning("s3://%s/%s: arrival recorded but no manifest; the sweep will find it if it appears",
@@ -684,7 +731,7 @@ def _flip_to_released(s3: Any, bucket: str, model: str, hex24: str, run_id: str,
         found = _get(s3, bucket, key)
         if found is None:
             continue
-        record = json.loads(found[0])
+        record = _record(found, bucket, key)
         if record.get("run_id") != run_id:
             continue
         if record.get("state") != CLAIMED:
@@ -737,7 +784,8 @@ def _honour_release_request(s3: Any, drop: Drop) -> None:
     """After recording a claim: release it at once if its run asked for that first."""
     found = _get(s3, drop.bucket, release_key(drop.run_id))
     if found is not None:
-        reason = json.loads(found[0]).get("reason", "released by its run before the claim was recorded")
+        reason = str(_record(found, drop.bucket, release_key(drop.run_id)).get(
+            "reason", "released by its run before the claim was recorded"))
         _flip_to_released(s3, drop.bucket, drop.model, drop.hex[:HEX24], drop.run_id, reason)
 
 
