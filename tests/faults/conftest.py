@@ -32,6 +32,9 @@ TABLE_PATH = ROOT / "test-artifacts" / "fault_table.md"
 EXPERIMENT = "llmops-fault-tests"
 # A jobs image reference as drops carry it (pinned by digest); what it names is not run here.
 IMAGE = "docker.io/vllm/vllm-openai@sha256:" + "fa" * 32
+# MLflow client retries that give up in seconds, so an outage fails the attempt (the client's
+# defaults retry for about four minutes: 7 retries, backoff factor 2).
+FAIL_FAST = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
 
 
 @pytest.fixture(scope="session")

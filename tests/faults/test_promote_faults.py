@@ -17,9 +17,8 @@ from llmops.config import settings as settings_mod
 from llmops.io import s3 as s3io
 from llmops.io.registry import CHALLENGER, CHAMPION, PREVIOUS, ModelRegistry
 from llmops.refresh import actions
-from tests.faults.conftest import FaultRecord
+from tests.faults.conftest import FAIL_FAST, FaultRecord
 from tests.faults.netfault import FaultProxy
-from tests.faults.test_stage_faults import FAIL_FAST
 
 pytestmark = pytest.mark.integration
 

@@ -24,15 +24,12 @@ from llmops.io import integrity
 from llmops.io import s3 as s3io
 from llmops.io.registry import CHALLENGER, PIN_PREFIX, ModelRegistry
 from llmops.refresh import staging
-from tests.faults.conftest import EXPERIMENT, FaultRecord, Jobs
+from tests.faults.conftest import EXPERIMENT, FAIL_FAST, FaultRecord, Jobs
 from tests.faults.netfault import FaultProxy
 
 pytestmark = pytest.mark.integration
 
 DEPLOYMENT = "deployment.json"
-# A retry that gives up in seconds, so an outage fails the attempt (MLflow's client otherwise
-# retries for about four minutes: 7 retries, backoff factor 2).
-FAIL_FAST = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
 
 
 def _stage_args(drop: Drop, models_bucket: str, attempt: int) -> list[str]:
