@@ -155,7 +155,8 @@ def _reject(args: argparse.Namespace, s3: Any, bucket: str, prefix: str, model: 
                   "weight_digest": digest, "problems": problems, "quarantine_uri": quarantine.quarantine_uri,
                   "reason_uri": quarantine.reason_uri, "mlflow_run_id": run_id})
     log.error("rejected %s: %d problem(s):\n%s\nthe drop was copied to %s (reason: %s); nothing was deleted. "
-              "fix: publish the corrected drop again (same or new revision) once the files are right",
+              "fix: publish the corrected drop again under a new revision once the files are right (this run "
+              "releases its claim: the same weights are then refreshed again)",
               drop_uri, len(problems), "\n".join(f"  - {p}" for p in problems), quarantine.quarantine_uri,
               quarantine.reason_uri)
     return EXIT_REJECTED
