@@ -198,6 +198,21 @@ def jobs(tmp_path: Path) -> Jobs:
     return Jobs(tmp_path / "jobs")
 
 
+@pytest.fixture
+def model_cache() -> Iterator[list[str]]:
+    """Model names whose copies in the shared model cache (``LLMOPS_MODELS_DIR``) the test's pods
+    fetched; removed afterwards, so fault runs do not pile up there."""
+    import shutil
+
+    from llmops.config import settings as settings_mod
+
+    models: list[str] = []
+    yield models
+    root = settings_mod.load().models_dir
+    for model in models:
+        shutil.rmtree(root / model, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def buckets(platform) -> tuple[str, str]:  # noqa: F811 (the imported fixture)
     """(drops bucket, models bucket) of the platform."""

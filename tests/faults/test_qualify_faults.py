@@ -39,13 +39,14 @@ def _runs(model: str, stage: str) -> list[Any]:
 
 
 def test_vllm_sidecar_killed_during_qualify(fault: FaultRecord, platform, publish, models_dir: Path,
-                                            vllm_runtime: Path, jobs: Jobs, buckets: tuple[str, str],
-                                            tmp_path: Path) -> None:
+                                            vllm_runtime: Path, model_cache: list[str], jobs: Jobs,
+                                            buckets: tuple[str, str], tmp_path: Path) -> None:
     """vLLM sidecar SIGKILLed while the eval job is sending it requests, then the pod retried"""
     import mlflow
 
     settings = settings_mod.load()
     model = f"fault-qualify-{uuid.uuid4().hex[:8]}"
+    model_cache.append(model)
     staged = receive_and_stage(jobs, publish(models_dir / "good", model, "r1"), model, buckets[1])
     version = str(staged["model_version"])
     candidate = {"role": "candidate", "version": version, "weights_uri": staged["weights_uri"],

@@ -66,7 +66,8 @@ def _scheduler_of(standalone: Service) -> int:
 
 
 def test_scheduler_restarted_mid_refresh(fault: FaultRecord, platform, publish, models_dir: Path,
-                                         vllm_runtime: Path, s3: Any, buckets: tuple[str, str]) -> None:
+                                         vllm_runtime: Path, model_cache: list[str], s3: Any,
+                                         buckets: tuple[str, str]) -> None:
     """Airflow scheduler (with its workers and the running task) SIGKILLed during qualify, then restarted"""
     _, models = buckets
     standalone = platform.airflow_service()
@@ -78,6 +79,7 @@ def test_scheduler_restarted_mid_refresh(fault: FaultRecord, platform, publish, 
                         env={**standalone.env, "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
                              "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(health_port)})
     model = f"fault-sched-{uuid.uuid4().hex[:8]}"
+    model_cache.append(model)
     try:
         standalone.start()
         api = AirflowApi(platform.endpoints.airflow_url, "admin", platform.admin_password() or "")
