@@ -287,7 +287,7 @@ def test_damaged_drop_is_quarantined_and_nothing_staged(faults: tuple[str, ...],
     assert received.returncode == 2, received.output
     for path in bad_files:
         assert path in received.output, f"the message does not name {path}:\n{received.output}"
-    assert "fix: publish the corrected drop again (same or new revision)" in received.output
+    assert "fix: publish the corrected drop again under a new revision" in received.output
     result = received.result
     assert result["status"] == "rejected"
     assert result["quarantine_uri"] == f"s3://{drops}/quarantine/{prefix}"

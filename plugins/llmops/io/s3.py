@@ -102,16 +102,15 @@ def head(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
         raise
 
 
-JSON_OBJECT_MAX_BYTES = 16 * 1024 * 1024
-"""Largest JSON state object read by default (a pointer, a deployment record with its history)."""
+TOO_LARGE_FIX = "this object is larger than any the platform writes: check what wrote it"
 
 
-def read_json(s3: Any, bucket: str, key: str, *, max_bytes: int = JSON_OBJECT_MAX_BYTES) -> Any:
-    """The parsed JSON document at ``s3://bucket/key``, at most ``max_bytes`` of it.
+def read_bytes(s3: Any, bucket: str, key: str, *, max_bytes: int, what: str = "the object",
+               fix: str = TOO_LARGE_FIX) -> tuple[bytes, str]:
+    """The body of ``s3://bucket/key`` (at most ``max_bytes``) and the ETag of that very version.
 
-    Raises ``FileNotFoundError`` (no such object), ``InputTooLargeError`` (larger than
-    ``max_bytes``: its declared size is checked before anything is read, and no more than
-    ``max_bytes + 1`` bytes are ever read) or ``ValueError`` (not JSON), naming the URI.
+    Raises ``FileNotFoundError`` naming the URI, or ``InputTooLargeError`` when the object is
+    larger: its declared size is checked first and no more than ``max_bytes + 1`` bytes are read.
     """
     from llmops.core.limits import read_at_most
 
@@ -123,9 +122,31 @@ def read_json(s3: Any, bucket: str, key: str, *, max_bytes: int = JSON_OBJECT_MA
             raise FileNotFoundError(f"{uri}: no such object; fix: check the bucket and key") from exc
         raise
     with answer["Body"] as stream:
-        body = read_at_most(stream, uri, "the JSON object", max_bytes,
-                            "this object is larger than any the platform writes: check what wrote it",
-                            declared_size=answer.get("ContentLength"))
+        body = read_at_most(stream, uri, what, max_bytes, fix, declared_size=answer.get("ContentLength"))
+    return body, str(answer.get("ETag", "")).strip('"')
+
+
+def read_json_if_exists(s3: Any, bucket: str, key: str, *, max_bytes: int | None = None) -> Any | None:
+    """:func:`read_json`, or ``None`` when there is no such object."""
+    try:
+        return read_json(s3, bucket, key, **({"max_bytes": max_bytes} if max_bytes else {}))
+    except FileNotFoundError:
+        return None
+
+
+JSON_OBJECT_MAX_BYTES = 16 * 1024 * 1024
+"""Largest JSON state object read by default (a pointer, a deployment record with its history)."""
+
+
+def read_json(s3: Any, bucket: str, key: str, *, max_bytes: int = JSON_OBJECT_MAX_BYTES) -> Any:
+    """The parsed JSON document at ``s3://bucket/key``, at most ``max_bytes`` of it.
+
+    Raises ``FileNotFoundError`` (no such object), ``InputTooLargeError`` (larger than
+    ``max_bytes``: its declared size is checked before anything is read, and no more than
+    ``max_bytes + 1`` bytes are ever read) or ``ValueError`` (not JSON), naming the URI.
+    """
+    uri = s3_uri(bucket, key)
+    body, _ = read_bytes(s3, bucket, key, max_bytes=max_bytes, what="the JSON object")
     try:
         return json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

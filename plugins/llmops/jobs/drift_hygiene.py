@@ -13,11 +13,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from llmops.core.podjob import VERDICT_EXIT_CODE
 from llmops.jobs.common import setup_logging, write_result
 
 log = setup_logging("llmops.jobs.drift_hygiene")
 
-EXIT_INVALID = 2
+EXIT_INVALID = VERDICT_EXIT_CODE
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

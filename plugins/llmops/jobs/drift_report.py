@@ -25,11 +25,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from llmops.core.podjob import VERDICT_EXIT_CODE
 from llmops.jobs.common import optional_env, setup_logging, write_result
 
 log = setup_logging("llmops.jobs.drift_report")
 
-EXIT_INVALID = 2
+EXIT_INVALID = VERDICT_EXIT_CODE
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from llmops.core.manifests import MANIFEST_NAME, STAGED_MARKER, ManifestFile, weight_digest
+from llmops.core.podjob import VERDICT_EXIT_CODE
 from llmops.io.integrity import DEFAULT_WORKERS, IntegrityError, verify_local_dir
 from llmops.io.s3 import StorageError, client_from_env, parse_s3_uri, s3_uri
 from llmops.jobs.common import setup_logging, write_result
@@ -38,7 +39,7 @@ from llmops.refresh.staging import STAGED_ROOT, read_staged_files
 
 log = setup_logging("llmops.jobs.fetch_weights")
 
-EXIT_INVALID = 2
+EXIT_INVALID = VERDICT_EXIT_CODE
 EXIT_MISMATCH = 3
 VERIFIED_MARKER = ".verified"
 REFUSE = "the server refuses to serve these weights"

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from llmops.config.images import is_pinned_by_digest
 from llmops.core.manifests import ManifestError
+from llmops.core.podjob import VERDICT_EXIT_CODE
 from llmops.io.s3 import client_from_env
 from llmops.jobs.common import optional_env, setup_logging, write_result
 from llmops.refresh.publish import Faults, PublishError, publish_drop
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                               faults=faults, exclude=args.exclude, workers=args.workers)
     except (PublishError, ManifestError) as exc:
         log.error("cannot publish %s: %s", os.fspath(args.directory), exc)
-        return 2
+        return VERDICT_EXIT_CODE
     payload = result.to_dict()
     write_result(payload)
     log.info("drop %s (weight digest %s, %d files)", payload["drop_uri"], payload["weight_digest"], payload["files"])

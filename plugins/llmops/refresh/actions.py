@@ -37,10 +37,7 @@ def rollback(settings: Settings, *, model: str, run_id: str, tracking_uri: str,
     reg = registry.ModelRegistry(tracking_uri)
     s3 = s3io.client_from_connection()
     intent_key = f"deployments/{model}/rollbacks/{_safe_key(run_id)}.json"
-    try:
-        intent = s3io.read_json(s3, models_bucket, intent_key)
-    except FileNotFoundError:
-        intent = None
+    intent = s3io.read_json_if_exists(s3, models_bucket, intent_key)
     if intent is None:
         champion = reg.by_alias(model, registry.CHAMPION)
         previous = reg.by_alias(model, registry.PREVIOUS)
@@ -134,11 +131,7 @@ def _write_current(bucket: str, model: str, record: dict[str, Any]) -> None:
 
     s3 = s3io.client_from_connection()
     key = f"deployments/{model}/current.json"
-    try:
-        previous = s3io.read_json(s3, bucket, key)
-    except FileNotFoundError:
-        previous = None
-    current = next_current(previous, record)
+    current = next_current(s3io.read_json_if_exists(s3, bucket, key), record)
     s3io.write_json(s3, bucket, key, current)
     s3io.write_json(s3, bucket, history_key(model, current),
                     {k: v for k, v in current.items() if k != "history"})

@@ -31,7 +31,6 @@ after it was verified. moto accepts and ignores that precondition.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -42,17 +41,19 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from llmops.core.limits import MANIFEST_MAX_BYTES, InputTooLargeError
 from llmops.core.manifests import (
     MANIFEST_NAME,
     QUARANTINE_PREFIX,
     STAGED_MARKER,
+    ManifestError,
     ManifestFile,
     WeightDropManifest,
-    parse_drop_manifest,
+    load_drop_manifest,
     weight_digest,
 )
 from llmops.io.integrity import hash_object
-from llmops.io.s3 import StorageError, head, is_not_found, list_prefix, read_json, s3_uri, write_json
+from llmops.io.s3 import StorageError, head, is_not_found, list_prefix, read_bytes, read_json, s3_uri, write_json
 from llmops.io.s3_copy import DEFAULT_PART_SIZE, DEFAULT_WORKERS, CopyJob, copy_objects
 
 log = logging.getLogger(__name__)
@@ -103,8 +104,8 @@ def staged_prefix(model: str, digest: str) -> str:
 def read_drop_manifest(s3: Any, bucket: str, prefix: str) -> WeightDropManifest:
     """Read and validate ``<prefix>manifest.json``; its model and revision must match the prefix.
 
-    Raises ``FileNotFoundError`` / ``ValueError`` (see :func:`read_json`) or
-    :class:`llmops.manifests.ManifestError`.
+    Raises ``FileNotFoundError`` or :class:`llmops.core.manifests.ManifestError` (anything wrong
+    with it, its size over ``MANIFEST_MAX_BYTES`` included: at most that many bytes are read).
     """
     return read_drop_manifest_versioned(s3, bucket, prefix)[0]
 
@@ -115,17 +116,11 @@ def read_drop_manifest_versioned(s3: Any, bucket: str, prefix: str) -> tuple[Wei
     key = drop_prefix(model, revision) + MANIFEST_NAME
     uri = s3_uri(bucket, key)
     try:
-        answer = s3.get_object(Bucket=bucket, Key=key)
-    except ClientError as exc:
-        if is_not_found(exc):
-            raise FileNotFoundError(f"{uri}: no such object; fix: check the bucket and key") from exc
-        raise
-    try:
-        data = json.loads(answer["Body"].read())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{uri}: not valid JSON ({exc}); fix: rewrite it as UTF-8 JSON") from exc
-    manifest = parse_drop_manifest(data, uri, expect_model=model, expect_revision=revision)
-    return manifest, _etag(answer.get("ETag", ""))
+        body, etag = read_bytes(s3, bucket, key, max_bytes=MANIFEST_MAX_BYTES, what="the manifest")
+    except InputTooLargeError as exc:
+        raise ManifestError(uri, [(exc.field, exc.problem, exc.fix)]) from None
+    manifest = load_drop_manifest(body, uri, expect_model=model, expect_revision=revision)
+    return manifest, _etag(etag)
 
 
 # Quarantine
