@@ -82,7 +82,22 @@ class ModelRegistry:
         tags.update(extra_tags or {})
         version = self.client.create_model_version(name=name, source=source, run_id=run_id, tags=tags,
                                                    description=description)
-        return self.get(name, version.version), True
+        return self._one_version_per_digest(name, digest, str(version.version))
+
+    def _one_version_per_digest(self, name: str, digest: str, created: str) -> tuple[RegisteredVersion, bool]:
+        """Converge on the lowest version of these weights; delete alias-free duplicates.
+
+        A duplicate happens when the answer to a create is lost and the MLflow client, which
+        retries every method, POST included, creates again (or when two stage tries race):
+        every caller keeps the lowest version, so all of them return the same one.
+        """
+        found = sorted(self.client.search_model_versions(
+            f"name = '{name}' and tags.`{WEIGHT_DIGEST_TAG}` = '{digest}'"), key=lambda v: int(v.version))
+        canonical = str(found[0].version) if found else created
+        for duplicate in found[1:]:
+            if not getattr(duplicate, "aliases", None):
+                self.client.delete_model_version(name, duplicate.version)
+        return self.get(name, canonical), canonical == created
 
     def get(self, name: str, version: str) -> RegisteredVersion:
         return self._wrap(self.client.get_model_version(name, version))
@@ -145,6 +160,8 @@ class ModelRegistry:
         """
         champion = self.by_alias(name, CHAMPION)
         if champion is not None and champion.version == version:
+            # A retry after the champion alias moved: finish what the first try left (challenger).
+            self.delete_alias_if_at(name, CHALLENGER, version)
             return {"champion": version, "previous": self._alias_version(name, PREVIOUS), "changed": False}
         if champion is not None:
             self.set_alias(name, PREVIOUS, champion.version)
