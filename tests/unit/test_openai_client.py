@@ -211,6 +211,8 @@ def test_http_errors_carry_the_servers_message(server: tuple[str, type[_OpenAI]]
     assert streamed.header("content-type") is not None
     completion = chat(f"{root}/v1", model, MESSAGES)
     assert (completion.text, completion.error) == ("", message)
+    # A gateway or overloaded server is an outage (not scored by an eval); a 400 is an answer.
+    assert completion.unreachable is (status in (502, 503, 504))
 
 
 def test_a_connection_dropped_mid_stream_is_an_error_not_an_exception(server: tuple[str, type[_OpenAI]]) -> None:
@@ -237,7 +239,8 @@ def test_nothing_listening_is_a_transport_error(server: tuple[str, type[_OpenAI]
     closed = root.rsplit(":", 1)[0] + ":1/v1"
     result = stream_chat(closed, "ok", MESSAGES, timeout_s=2)
     assert result.error.startswith("URLError: ") and result.status is None and result.headers == {}
-    assert chat(closed, "ok", MESSAGES, timeout_s=2).error.startswith("URLError: ")
+    refused = chat(closed, "ok", MESSAGES, timeout_s=2)
+    assert refused.error.startswith("URLError: ") and refused.unreachable
 
 
 # -- non-streamed chat ----------------------------------------------------------------------------
@@ -247,6 +250,7 @@ def test_chat_and_chat_many(server: tuple[str, type[_OpenAI]]) -> None:
     root, handler = server
     completion = chat(f"{root}/v1", "ok", MESSAGES, max_tokens=5)
     assert completion.text == "The answer is 42" and completion.error is None and completion.latency_s > 0
+    assert not completion.unreachable
     assert handler.requests[-1] == {"model": "ok", "messages": MESSAGES, "temperature": 0.0, "max_tokens": 5}
     prompts = [[{"role": "user", "content": str(i)}] for i in range(6)]
     done = chat_many(f"{root}/v1", "ok", prompts, concurrency=3)

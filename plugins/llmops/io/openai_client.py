@@ -49,6 +49,12 @@ class Completion:
     text: str
     latency_s: float
     error: str | None = None
+    unreachable: bool = False
+    """The server could not be reached or was unavailable (connection refused or reset, a
+    timeout, HTTP 502/503/504): an outage, not an answer; an eval must not score it."""
+
+
+UNAVAILABLE_STATUSES = frozenset({502, 503, 504})
 
 
 @dataclass(frozen=True)
@@ -137,8 +143,12 @@ def chat(base_url: str, model: str, messages: Sequence[dict[str, str]], *, max_t
         return Completion(text=text, latency_s=time.monotonic() - started)
     except urllib.error.HTTPError as exc:
         return Completion(text="", latency_s=time.monotonic() - started,
-                          error=f"HTTP {exc.code}: {_http_error_detail(exc)}")
-    except (*_TRANSPORT_ERRORS, KeyError, IndexError, TypeError, json.JSONDecodeError) as exc:
+                          error=f"HTTP {exc.code}: {_http_error_detail(exc)}",
+                          unreachable=exc.code in UNAVAILABLE_STATUSES)
+    except _TRANSPORT_ERRORS as exc:
+        return Completion(text="", latency_s=time.monotonic() - started, error=f"{type(exc).__name__}: {exc}",
+                          unreachable=True)
+    except (KeyError, IndexError, TypeError, json.JSONDecodeError) as exc:
         return Completion(text="", latency_s=time.monotonic() - started, error=f"{type(exc).__name__}: {exc}")
 
 

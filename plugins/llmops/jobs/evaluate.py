@@ -57,8 +57,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+EXIT_SERVER_UNAVAILABLE = 1
+"""The server went away during the eval: a retryable failure, never a verdict on the model."""
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the evaluation; exit 0 with a result, 3 below ``--min-overall``."""
+    """Run the evaluation; exit 0 with a result, 3 below ``--min-overall``, 1 when the server
+    was unreachable for any request (nothing written: the retry evaluates again)."""
     args = parse_args(argv)
     base_url = args.base_url or f"http://127.0.0.1:{optional_env('VLLM_PORT')}/v1"
     evalset = load_evalset(args.evalset)
@@ -72,6 +77,13 @@ def main(argv: list[str] | None = None) -> int:
     completions = openai_client.chat_many(base_url, args.model, [i.messages for i in evalset.items],
                                    concurrency=args.concurrency, max_tokens=args.max_tokens)
     duration = time.monotonic() - started
+    unreachable = [c for c in completions if c.unreachable]
+    if unreachable:
+        # An outage is not an answer: scoring it would make the gate judge a crash as a regression.
+        log.error("%d of %d requests never reached a working server (first: %s); no result and no "
+                  "MLflow run are written: the pod fails and its retry evaluates again",
+                  len(unreachable), len(completions), unreachable[0].error)
+        return EXIT_SERVER_UNAVAILABLE
     results = score_items(evalset.items, completions)
     latency: dict[str, Any] = {}
     if args.latency_requests:
