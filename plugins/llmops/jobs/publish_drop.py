@@ -5,8 +5,8 @@ What a training pipeline does at its end; the demo and the tests use it to creat
     python -m llmops.jobs.publish_drop .data/models/good --model tiny-chat --revision r1 \\
         --runtime-image docker.io/vllm/vllm-openai@sha256:<64 hex> [--corrupt model.safetensors]
 
-Result (``return.json``): ``{status, drop_uri, manifest_uri, model, revision, weight_digest,
-runtime_image, files, uploaded, bytes_uploaded, faults}``. Exit 2 with the problem and its fix
+Result (``return.json``): ``{status, drop_uri, manifest_uri, arrival_uri, model, revision,
+weight_digest, runtime_image, files, uploaded, bytes_uploaded, faults}``. Exit 2 with the problem and its fix
 when an option, the folder or the manifest is wrong (nothing is uploaded then).
 """
 

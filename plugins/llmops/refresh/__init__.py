@@ -1,10 +1,16 @@
 """The model refresh pipeline (``weight_drop_watcher``, ``model_refresh``, ``model_rollback``).
 
 * :mod:`.publish`: publish a checkpoint as a weight drop (what a training pipeline does).
-* :mod:`.drop_watch`, :mod:`.drop_sensor`: find unclaimed drops; the deferrable sensor.
+* :mod:`.drop_names`: the rule for model and revision names in a drop's path.
+* :mod:`.drop_watch`, :mod:`.drop_sensor`: find new drops incrementally (arrivals cursor plus a
+  periodic sweep), record exactly-once claims after their run exists, release them; the
+  deferrable sensor.
 * :mod:`.staging`: quarantine and content-addressed staging in S3.
 * :mod:`.lease`: one refresh run per model (S3 conditional writes).
 * :mod:`.plan`: the pod jobs (receive, stage, qualify, canary).
 * :mod:`.qualify`: the gate around :mod:`llmops.evals.gate`, and the canary's verdict.
-* :mod:`.actions`: promote and roll back (aliases, ``current.json``, serving route).
+* :mod:`.actions`: promote and roll back (aliases, ``current.json``, serving route), the
+  model's lease and the drop claim, each idempotent per run.
+* :mod:`.deploy_history`: ``current.json``'s history and the rollback decision (pure).
+* :mod:`.approval`: the canary's approval, timing out into the outcome set in Params.
 """
