@@ -128,8 +128,11 @@ with DAG(
         return actions.release_model(params["model"], run_id)
 
     claim = claim_model()
-    receive = pod_job_task(plan.receive_job(SETTINGS), task_id="receive")
-    stage = pod_job_task(plan.stage_job(SETTINGS), task_id="stage")
+    # Object-storage outages are the likeliest failure of these two (a minute-long S3 outage took
+    # receive's third try, measured in tests/faults); their retries are safe (a verdict is never
+    # retried, stage is idempotent), so they get two more than the default: 30 s .. 8 min apart.
+    receive = pod_job_task(plan.receive_job(SETTINGS), task_id="receive", retries=4)
+    stage = pod_job_task(plan.stage_job(SETTINGS), task_id="stage", retries=4)
     claim >> receive >> stage
 
     # A drop that never got past receive (quarantined, or the lease wait timed out) must not stay
