@@ -77,27 +77,38 @@ def publish(tmp_path: Path):
     return _publish
 
 
-class Approver:
-    """Answers Human-in-the-loop tasks the way a person does in the UI: through Airflow's public
-    REST API (the api-server app, in process, on the test session's metadata DB), from a thread,
-    while ``dag.test()`` waits with the task parked in ``awaiting_input``."""
+class BackgroundLoop:
+    """``_run`` in a daemon thread for the duration of a ``with`` block (``_stop`` ends it), e.g.
+    what a person or the scheduler does while ``dag.test()`` runs in the test's own thread."""
 
-    def __init__(self, dag_id: str, task_id: str, option: str = "Approve", timeout_s: float = 1800.0) -> None:
+    def __init__(self, name: str) -> None:
         import threading
 
-        self.dag_id, self.task_id, self.option, self.timeout_s = dag_id, task_id, option, timeout_s
-        self.answered: list[dict] = []
-        self.seen_waiting: list[str] = []
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"approver-{task_id}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
-    def __enter__(self) -> Approver:
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):  # returns the subclass instance
         self._thread.start()
         return self
 
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join(timeout=30)
+
+
+class Approver(BackgroundLoop):
+    """Answers Human-in-the-loop tasks the way a person does in the UI: through Airflow's public
+    REST API (the api-server app, in process, on the test session's metadata DB), from a thread,
+    while ``dag.test()`` waits with the task parked in ``awaiting_input``."""
+
+    def __init__(self, dag_id: str, task_id: str, option: str = "Approve", timeout_s: float = 1800.0) -> None:
+        super().__init__(name=f"approver-{task_id}")
+        self.dag_id, self.task_id, self.option, self.timeout_s = dag_id, task_id, option, timeout_s
+        self.answered: list[dict] = []
+        self.seen_waiting: list[str] = []
 
     def _run(self) -> None:
         import time

@@ -7,11 +7,12 @@ moved: the test sets the wait's deadline into the past instead of waiting a whol
 
 from __future__ import annotations
 
-import threading
 import time
 from datetime import timedelta
 
 import pytest
+
+from tests.integration.conftest import BackgroundLoop
 
 pytestmark = pytest.mark.integration
 
@@ -55,22 +56,13 @@ def _serialize(dag) -> None:
                                          session)
 
 
-class TimeoutSweeper:
+class TimeoutSweeper(BackgroundLoop):
     """Plays the scheduler's part: once the approval waits, its deadline passes and the sweep runs."""
 
     def __init__(self, dag_id: str) -> None:
+        super().__init__(name=f"sweeper-{dag_id}")
         self.dag_id = dag_id
         self.deadlines: list = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> TimeoutSweeper:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
 
     def _run(self) -> None:
         from airflow.jobs.job import Job

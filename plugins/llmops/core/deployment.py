@@ -15,9 +15,17 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from llmops.config.images import is_pinned_by_digest
-from llmops.core.fields import INPUT_ERRORS, parse_json, short_repr
-from llmops.core.limits import MANIFEST_MAX_BYTES, check_size
-from llmops.core.manifests import FIELD_HINTS, NAME_RE, SHA256_RE, ManifestError, Problem, json_type, timestamp_problem
+from llmops.core.fields import short_repr
+from llmops.core.manifests import (
+    FIELD_HINTS,
+    NAME_RE,
+    SHA256_RE,
+    ManifestError,
+    Problem,
+    json_document,
+    json_type,
+    timestamp_problem,
+)
 
 DEPLOYMENT_SCHEMA_VERSION = 1
 
@@ -143,12 +151,8 @@ class DeploymentManifest:
     def from_json(cls, body: bytes, uri: str) -> DeploymentManifest:
         """Validate the raw bytes of a deployment manifest (at most
         :data:`~llmops.core.limits.MANIFEST_MAX_BYTES`, strict JSON); errors are :class:`ManifestError`."""
-        try:
-            check_size(uri, "the deployment manifest", len(body), MANIFEST_MAX_BYTES,
-                       "write the object DeploymentManifest.to_dict() returns", name="MANIFEST_MAX_BYTES")
-            data = parse_json(body, uri)
-        except INPUT_ERRORS as exc:
-            raise ManifestError(uri, [(exc.field, exc.problem, exc.fix)]) from None
+        data = json_document(body, uri, "the deployment manifest",
+                             "write the object DeploymentManifest.to_dict() returns")
         return cls.from_dict(data, uri)
 
     @classmethod

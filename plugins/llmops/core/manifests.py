@@ -150,13 +150,19 @@ def load_drop_manifest(body: bytes, uri: str, *, expect_model: str | None = None
     an S3 object reads at most ``MANIFEST_MAX_BYTES + 1`` bytes (see
     :func:`llmops.core.limits.read_at_most`) and passes them here.
     """
+    data = json_document(body, uri, "the manifest", "list only the drop's files; a manifest is a few KiB per "
+                                                    "thousand files")
+    return parse_drop_manifest(data, uri, expect_model=expect_model, expect_revision=expect_revision)
+
+
+def json_document(body: bytes, uri: str, what: str, size_fix: str) -> Any:
+    """Strict JSON of a manifest-like object of at most ``MANIFEST_MAX_BYTES``; every problem
+    (size, encoding, syntax, repeated keys, NaN, nesting) is a :class:`ManifestError` naming ``uri``."""
     try:
-        check_size(uri, "the manifest", len(body), MANIFEST_MAX_BYTES,
-                   "list only the drop's files; a manifest is a few KiB per thousand files", name="MANIFEST_MAX_BYTES")
-        data = parse_json(body, uri)
+        check_size(uri, what, len(body), MANIFEST_MAX_BYTES, size_fix, name="MANIFEST_MAX_BYTES")
+        return parse_json(body, uri)
     except INPUT_ERRORS as exc:
         raise ManifestError(uri, [(exc.field, exc.problem, exc.fix)]) from None
-    return parse_drop_manifest(data, uri, expect_model=expect_model, expect_revision=expect_revision)
 
 
 def parse_drop_manifest(data: Any, uri: str, *, expect_model: str | None = None,
