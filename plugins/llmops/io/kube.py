@@ -24,6 +24,11 @@ def apps_api() -> Any:
     return _configure().AppsV1Api()
 
 
+def core_api() -> Any:
+    """``CoreV1Api`` (Services of the serving objects)."""
+    return _configure().CoreV1Api()
+
+
 def custom_objects_api() -> Any:
     """``CustomObjectsApi`` (Gateway API ``HTTPRoute``)."""
     return _configure().CustomObjectsApi()
