@@ -145,8 +145,28 @@ def test_embedded_platform_points_the_connections_at_its_endpoints(tmp_path: Pat
     s3 = Connection.from_json(env["AIRFLOW_CONN_LLMOPS_S3"], conn_id="llmops_s3")
     assert s3.extra_dejson == {"endpoint_url": "http://127.0.0.1:1111", "region_name": "us-east-1"}
     k8s = Connection.from_json(env["AIRFLOW_CONN_KUBERNETES_DEFAULT"], conn_id="kubernetes_default")
-    assert k8s.extra_dejson == {"in_cluster": True, "namespace": "llmops"}
+    assert {k: v for k, v in k8s.extra_dejson.items() if not k.startswith("xcom_sidecar_")} == {
+        "in_cluster": True, "namespace": "llmops"}
     assert env["AIRFLOW_VAR_LLMOPS_BUCKET_DROPS"] == "llmops-drops"
+
+
+def test_kubernetes_connection_pins_and_limits_the_xcom_sidecar(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The provider takes the XCom sidecar's image and resources from these extras (the
+    resources as a JSON string it decodes); the launcher refuses a pod without a pinned image
+    and a memory limit, so the file gives both, read back as the provider reads them."""
+    from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+
+    from llmops.config.images import is_pinned_by_digest
+    from llmops.config.kubernetes import KUBERNETES_CONN_ID
+
+    name = f"AIRFLOW_CONN_{KUBERNETES_CONN_ID.upper()}"
+    monkeypatch.setenv(name, SETTINGS_FILE.env()[name])  # as the embedded platform passes it
+    hook = KubernetesHook(conn_id=KUBERNETES_CONN_ID)
+    image = hook.get_xcom_sidecar_container_image()
+    assert is_pinned_by_digest(image), f"{KUBERNETES_CONN_ID}: xcom_sidecar_container_image {image!r}"
+    resources = hook.get_xcom_sidecar_container_resources()
+    assert resources["limits"]["memory"] and resources["requests"]["memory"], resources
+    assert resources["requests"]["cpu"], resources
 
 
 def test_a_placeholder_is_refused_on_load(tmp_path: Path) -> None:

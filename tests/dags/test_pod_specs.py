@@ -1,5 +1,11 @@
 """Every pod-job task of every DAG renders to a valid Kubernetes pod, and both launchers
-run the very same pod job (the pod spec is the source of truth in both modes)."""
+run the very same pod job (the pod spec is the source of truth in both modes).
+
+Pods are validated against the schema of the oldest Kubernetes the project supports
+(``KUBERNETES_MIN_VERSION``) and of the newest the validator ships, with the
+``kubernetes_default`` connection of ``airflow_settings.yaml``: the XCom sidecar the provider
+adds to each pod is then the pinned, memory-limited one the launcher requires.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +16,48 @@ from types import SimpleNamespace
 import kubernetes_validate
 import pytest
 
+from llmops.config.kubernetes import KUBERNETES_CONN_ID, KUBERNETES_MIN_VERSION
+from llmops.launch.pod_policy import XCOM_SIDECAR_CONTAINER, refuse_unsafe_xcom_sidecar
+
 ROOT = Path(__file__).resolve().parents[2]
 VLLM_IMAGE = "docker.io/vllm/vllm-openai@sha256:" + "c3" * 32
 JOBS_IMAGE = "ghcr.io/llmops-lifecycle/llmops-jobs@sha256:" + "d4" * 32
 RESTRICTED = {"runAsNonRoot": True, "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+SCHEMA_VERSIONS = (KUBERNETES_MIN_VERSION, kubernetes_validate.latest_version())
+
+
+def _kubernetes_connection() -> dict:
+    """The ``kubernetes_default`` connection as ``airflow_settings.yaml`` declares it (Airflow's JSON form)."""
+    from llmops.embedded.airflow_settings import AirflowSettingsFile
+
+    env = AirflowSettingsFile.load(ROOT / "airflow_settings.yaml").env()
+    return json.loads(env[f"AIRFLOW_CONN_{KUBERNETES_CONN_ID.upper()}"])
+
+
+@pytest.fixture(autouse=True)
+def kubernetes_connection(monkeypatch: pytest.MonkeyPatch) -> dict:
+    """The provider reads the XCom sidecar's image and resources from this connection."""
+    connection = _kubernetes_connection()
+    monkeypatch.setenv(f"AIRFLOW_CONN_{KUBERNETES_CONN_ID.upper()}", json.dumps(connection))
+    return connection
+
+
+def _validate(manifest: dict, where: str) -> None:
+    for version in SCHEMA_VERSIONS:
+        try:
+            kubernetes_validate.validate(manifest, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            raise AssertionError(f"{where}: invalid on Kubernetes {version}: {exc}") from exc
+
+
+def _check_xcom_sidecar(manifest: dict, connection: dict, where: str) -> None:
+    """The provider's XCom sidecar is the connection's: pinned image, memory limit."""
+    sidecar = next((c for c in manifest["spec"]["containers"] if c["name"] == XCOM_SIDECAR_CONTAINER), None)
+    assert sidecar is not None, f"{where}: no {XCOM_SIDECAR_CONTAINER} (XCom push is on for pod jobs)"
+    assert sidecar["image"] == connection["extra"]["xcom_sidecar_container_image"], where
+    assert sidecar["resources"] == json.loads(connection["extra"]["xcom_sidecar_container_resources"]), where
+    assert sidecar["resources"]["limits"]["memory"], where
+    refuse_unsafe_xcom_sidecar(manifest)  # what the launcher checks before it creates the pod
 
 
 def _dagbag(monkeypatch: pytest.MonkeyPatch, launcher: str, hardware_class: str = "cpu"):
@@ -44,7 +88,7 @@ class _FakeTaskInstance:
 
     @staticmethod
     def xcom_pull(task_ids: str | None = None, key: str = "return_value") -> dict:
-        return {"etags": {"model.safetensors": "0123abcd"}}
+        return {"etags": {"model.safetensors": "0123abcd"}, "runtime": {"vllm_version": "0.32.0"}}
 
 
 def _context(dag) -> dict:
@@ -57,7 +101,8 @@ def _context(dag) -> dict:
 
 
 @pytest.mark.parametrize("hardware_class", ["cpu", "h100x1", "b200x4"])
-def test_every_pod_job_task_renders_a_valid_restricted_pod(monkeypatch, hardware_class: str) -> None:
+def test_every_pod_job_task_renders_a_valid_restricted_pod(monkeypatch, kubernetes_connection,
+                                                          hardware_class: str) -> None:
     from llmops.launch.kubernetes import render_pod_manifest
 
     monkeypatch.setenv("LLMOPS_REFRESH_HARDWARE_CLASSES", hardware_class)
@@ -66,7 +111,8 @@ def test_every_pod_job_task_renders_a_valid_restricted_pod(monkeypatch, hardware
     for dag, task in tasks:
         manifest = render_pod_manifest(task, _context(dag))
         where = f"{dag.dag_id}.{task.task_id} on {hardware_class}"
-        kubernetes_validate.validate(manifest, "1.33", strict=True)
+        _validate(manifest, where)
+        _check_xcom_sidecar(manifest, kubernetes_connection, where)
         assert "{{" not in json.dumps(manifest), f"{where}: unrendered template"
         if task.task_id == "stage":
             base = manifest["spec"]["containers"][0]
@@ -74,9 +120,7 @@ def test_every_pod_job_task_renders_a_valid_restricted_pod(monkeypatch, hardware
 
         spec = manifest["spec"]
         containers = spec["containers"] + spec.get("initContainers", [])
-        for container in containers:
-            if container["name"] == "xcom-sidecar":  # the provider's own; see the README
-                continue
+        for container in containers:  # the provider's XCom sidecar too
             for key, value in RESTRICTED.items():
                 assert container["securityContext"][key] == value, f"{where}: {container['name']} {key}"
         vllm = next((c for c in spec.get("initContainers", []) if c["name"] == "vllm"), None)
@@ -99,7 +143,7 @@ def _check_serving_pod(spec: dict, vllm: dict, hardware_class: str, where: str) 
     assert shm["emptyDir"]["medium"] == "Memory"
 
 
-def test_gateway_canary_controller_pod_is_valid(monkeypatch) -> None:
+def test_gateway_canary_controller_pod_is_valid(monkeypatch, kubernetes_connection) -> None:
     """In a cluster the canary is the controller alone (the servers are Deployments): a small
     CPU pod whose arguments the canary job accepts."""
     from airflow.sdk import DAG
@@ -122,7 +166,8 @@ def test_gateway_canary_controller_pod_is_valid(monkeypatch) -> None:
     with DAG(dag_id="gateway_canary", schedule=None):
         task = make_kubernetes_task(job, task_id="canary")
     manifest = render_pod_manifest(task, {"params": {}})
-    kubernetes_validate.validate(manifest, "1.33", strict=True)
+    _validate(manifest, "gateway canary")
+    _check_xcom_sidecar(manifest, kubernetes_connection, "gateway canary")
     assert not manifest["spec"].get("initContainers")  # no vLLM sidecar: the servers are Deployments
     assert manifest["spec"]["automountServiceAccountToken"] is True  # it patches the HTTPRoute
     main = manifest["spec"]["containers"][0]  # the KPO names it "base"; the XCom sidecar follows
@@ -131,7 +176,8 @@ def test_gateway_canary_controller_pod_is_valid(monkeypatch) -> None:
 
 
 @pytest.mark.parametrize("hardware_class", ["cpu", "h100x2", "b200x4"])
-def test_qualification_pods_planned_at_run_time_are_valid(monkeypatch, hardware_class: str) -> None:
+def test_qualification_pods_planned_at_run_time_are_valid(monkeypatch, kubernetes_connection,
+                                                         hardware_class: str) -> None:
     """Qualify tasks are mapped over pod jobs planned at run time: render what the planner builds."""
     from airflow.sdk import DAG
 
@@ -146,16 +192,19 @@ def test_qualification_pods_planned_at_run_time_are_valid(monkeypatch, hardware_
     conf = settings.load()
     hw = load_hardware_class(hardware_class, conf.hardware_configs_dir)
     digest = "ab" * 32
+    # Each target is served by the runtime it is pinned to (refresh/plan.py).
     targets = [{"role": "candidate", "version": "2", "weights_uri": f"s3://m/models/x/sha256-{digest}/",
-                "weight_digest": digest},
-               {"role": "champion", "version": "1", "weights_uri": "s3://m/models/x/sha256-cd/", "weight_digest": "cd"}]
+                "weight_digest": digest, "runtime_image": VLLM_IMAGE},
+               {"role": "champion", "version": "1", "weights_uri": "s3://m/models/x/sha256-cd/", "weight_digest": "cd",
+                "runtime_image": VLLM_IMAGE}]
     jobs = plan.qualification_jobs(conf, hw, model="x", targets=targets, evalset_config="e.yaml",
                                       s3_endpoint=None, tracking_uri="http://mlflow:5000")
     assert [j["name"] for j in jobs] == [f"qualify-candidate-{hardware_class}", f"qualify-champion-{hardware_class}"]
     with DAG(dag_id=f"plan_{hardware_class}", schedule=None):
         task = make_kubernetes_task(PodJob.from_dict(jobs[0]), task_id="qualify")
     manifest = render_pod_manifest(task, {"params": {}})
-    kubernetes_validate.validate(manifest, "1.33", strict=True)
+    _validate(manifest, f"qualify on {hardware_class}")
+    _check_xcom_sidecar(manifest, kubernetes_connection, "qualify")
     spec = manifest["spec"]
     fetch, vllm = spec["initContainers"]
     assert fetch["name"] == "fetch-weights" and "restartPolicy" not in fetch

@@ -2,7 +2,8 @@
 
 No cluster: ``render_pod_manifest`` renders the operator's template fields with a minimal
 context (``params``), builds the pod with ``build_pod_request_obj(dry_run=True)`` and returns
-the camelCase manifest, which is validated against the Kubernetes 1.33 schema (strict).
+the camelCase manifest, which is validated (strict) against the schema of the oldest Kubernetes
+the project supports (``KUBERNETES_MIN_VERSION``) and of the newest the validator ships.
 
 The operator DAG files build is cheap at parse time: the provider's ``KubernetesPodOperator``
 is built from the rendered pod job when the task runs, and does the work (execute, on_kill,
@@ -11,6 +12,8 @@ resumption from its trigger); the tests at the end check that hand-over.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
@@ -18,16 +21,27 @@ import pytest
 from airflow.sdk import DAG
 
 from llmops.config import settings as settings_mod
+from llmops.config.kubernetes import KUBERNETES_CONN_ID, KUBERNETES_MIN_VERSION
 from llmops.core.hardware import load_hardware_class
 from llmops.core.podjob import Container, PodJob, PodJobError, Resources, SecretEnv, Volume
 from llmops.launch.kubernetes import PodJobKubernetesOperator, make_kubernetes_task, render_pod_manifest
-from llmops.launch.pod_policy import IMAGE_PULL_MARGIN_S, MODEL_CACHE_CLAIM, UnpinnedImageError
+from llmops.launch.pod_policy import (
+    IMAGE_PULL_MARGIN_S,
+    MODEL_CACHE_CLAIM,
+    XCOM_SIDECAR_CONTAINER,
+    UnpinnedImageError,
+    XComSidecarError,
+    refuse_unsafe_xcom_sidecar,
+)
 from llmops.serving.vllm import pool_kwargs, serving_pod_job, vllm_sidecar
 
 VLLM_IMAGE = "docker.io/vllm/vllm-openai@sha256:" + "a1" * 32
 JOBS_IMAGE = "ghcr.io/llmops-lifecycle/llmops-jobs@sha256:" + "b2" * 32
 CLASSES = ("h100x1", "h100x2", "b200x4", "cpu")
 PARAMS = {"model": "tiny-chat", "evalset": "synthetic_chat_v1"}
+ROOT = Path(__file__).resolve().parents[2]
+PINNED_ALPINE = "docker.io/library/alpine:3.24.2@sha256:" + "e5" * 32  # made up: tests need no pull
+SIDECAR_RESOURCES = {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "32Mi"}}
 RESTRICTED = {
     "runAsNonRoot": True,
     "allowPrivilegeEscalation": False,
@@ -80,6 +94,11 @@ def _render(job: PodJob, **kwargs: Any) -> dict[str, Any]:
     return render_pod_manifest(_operator(job, **kwargs), {"params": dict(PARAMS)})
 
 
+def _validate(manifest: dict[str, Any]) -> None:
+    for version in (KUBERNETES_MIN_VERSION, kubernetes_validate.latest_version()):
+        kubernetes_validate.validate(manifest, version, strict=True)
+
+
 def _by_name(items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {item["name"]: item for item in items}
 
@@ -98,9 +117,9 @@ def rendered(request: pytest.FixtureRequest, settings: settings_mod.Settings) ->
 # -- the rendered pod, per hardware class -------------------------------------------------------
 
 
-def test_manifest_is_valid_kubernetes_1_33(rendered: Any) -> None:
+def test_manifest_is_valid_from_the_minimum_kubernetes_to_the_newest(rendered: Any) -> None:
     _, _, manifest = rendered
-    kubernetes_validate.validate(manifest, "1.33", strict=True)
+    _validate(manifest)
     assert manifest["kind"] == "Pod" and manifest["spec"]["restartPolicy"] == "Never"
 
 
@@ -243,7 +262,7 @@ def test_operator_kwargs_override_defaults(settings: settings_mod.Settings) -> N
 
 def test_dry_run_without_context_keeps_templates(settings: settings_mod.Settings) -> None:
     manifest = render_pod_manifest(_operator(_serving_job(settings, "cpu")))
-    kubernetes_validate.validate(manifest, "1.33", strict=True)
+    _validate(manifest)
     assert "{{ params.model }}" in _by_name(manifest["spec"]["containers"])["base"]["args"]
 
 
@@ -252,7 +271,7 @@ def test_plain_job_without_sidecars(settings: settings_mod.Settings) -> None:
                                                      command=("python", "-m", "llmops.jobs.parse")),
                  volumes=(Volume(name="scratch", mount_path="/scratch", kind="scratch", size_limit="10Gi"),))
     manifest = _render(job)
-    kubernetes_validate.validate(manifest, "1.33", strict=True)
+    _validate(manifest)
     assert manifest["spec"]["initContainers"] == []
     assert _by_name(manifest["spec"]["volumes"])["scratch"]["emptyDir"] == {"sizeLimit": "10Gi"}
 
@@ -337,7 +356,7 @@ def test_init_containers_run_first_then_native_sidecars(settings: settings_mod.S
                       args=("--dest", "/models/{{ params.model }}"))
     job = replace(_serving_job(settings, "h100x1"), init_containers=(fetch,))
     manifest = _render(job)
-    kubernetes_validate.validate(manifest, "1.33", strict=True)
+    _validate(manifest)
     init = manifest["spec"]["initContainers"]
     assert [c["name"] for c in init] == ["fetch-weights", "vllm"]
     assert "restartPolicy" not in init[0] and init[1]["restartPolicy"] == "Always"
@@ -462,7 +481,7 @@ def test_mapped_task_passes_kubernetes_arguments(settings: settings_mod.Settings
     op = mapped.unmap({"pod_job": job.to_dict()})
     assert isinstance(op, PodJobKubernetesOperator) and op.pool == "cpu"
     manifest = render_pod_manifest(op, {"params": dict(PARAMS)})
-    kubernetes_validate.validate(manifest, "1.33", strict=True)
+    _validate(manifest)
     assert manifest["metadata"]["namespace"] == "other"
     assert _by_name(manifest["spec"]["volumes"])["model-cache"]["persistentVolumeClaim"]["claimName"] == "models-ro"
 
@@ -472,3 +491,100 @@ def test_unknown_kubernetes_argument_fails_when_the_pod_is_built(settings: setti
     assert op.kubernetes_kwargs["namespase"] == "typo"
     with pytest.raises(TypeError, match="namespase"):
         render_pod_manifest(op, {"params": dict(PARAMS)})
+
+
+# -- the provider's XCom sidecar -----------------------------------------------------------------
+
+
+def _connect(monkeypatch: pytest.MonkeyPatch, **extra: Any) -> None:
+    """The ``kubernetes_default`` connection with ``extra`` (Airflow's JSON form, in the environment)."""
+    monkeypatch.setenv(f"AIRFLOW_CONN_{KUBERNETES_CONN_ID.upper()}",
+                       json.dumps({"conn_type": "kubernetes", "extra": {"in_cluster": True, **extra}}))
+
+
+def _build_pod(settings: settings_mod.Settings, *, dry_run: bool = False, **kwargs: Any) -> dict[str, Any]:
+    """The pod a run of a serving task builds (the KPO's ``build_pod_request_obj``), as a manifest."""
+    from llmops.launch.kubernetes_pod import manifest
+
+    op = _operator(_serving_job(settings, "cpu"), **kwargs)
+    context = _task_context(op)
+    op.render_template_fields(context)
+    kpo = op.kubernetes_operator(context)
+    kpo.hook._is_in_cluster = True  # no cluster here: what load_incluster_config() reports in a pod
+    return manifest(kpo.build_pod_request_obj(context, dry_run=dry_run))
+
+
+def test_provider_names_its_xcom_sidecar_as_the_policy_expects() -> None:
+    from airflow.providers.cncf.kubernetes.utils.xcom_sidecar import PodDefaults
+
+    assert PodDefaults.SIDECAR_CONTAINER_NAME == XCOM_SIDECAR_CONTAINER
+
+
+def test_pod_with_the_providers_default_xcom_sidecar_is_not_created(settings: settings_mod.Settings,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    _connect(monkeypatch)  # no xcom_sidecar_container_* extras: the provider's alpine tag, no limits
+    with pytest.raises(XComSidecarError) as info:
+        _build_pod(settings)
+    message = str(info.value)
+    assert f"container '{XCOM_SIDECAR_CONTAINER}'" in message and "is not pinned by digest" in message
+    assert "xcom_sidecar_container_image" in message and f"'{KUBERNETES_CONN_ID}'" in message
+    # A dry run (rendering for inspection) shows the pod as configured.
+    sidecar = _by_name(_build_pod(settings, dry_run=True)["spec"]["containers"])[XCOM_SIDECAR_CONTAINER]
+    assert "@sha256:" not in sidecar["image"]
+
+
+def test_pod_with_an_unlimited_xcom_sidecar_is_not_created(settings: settings_mod.Settings,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    _connect(monkeypatch, xcom_sidecar_container_image=PINNED_ALPINE,
+             xcom_sidecar_container_resources=json.dumps({"requests": {"cpu": "1m", "memory": "10Mi"}}))
+    with pytest.raises(XComSidecarError,
+                       match=rf"no memory limit.*xcom_sidecar_container_resources.*'{KUBERNETES_CONN_ID}'"):
+        _build_pod(settings)
+
+
+def test_pod_with_a_pinned_limited_xcom_sidecar_is_created(settings: settings_mod.Settings,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    _connect(monkeypatch, xcom_sidecar_container_image=PINNED_ALPINE,
+             xcom_sidecar_container_resources=json.dumps(SIDECAR_RESOURCES))
+    manifest = _build_pod(settings)
+    sidecar = _by_name(manifest["spec"]["containers"])[XCOM_SIDECAR_CONTAINER]
+    assert sidecar["image"] == PINNED_ALPINE and sidecar["resources"] == SIDECAR_RESOURCES
+    for key, value in RESTRICTED.items():
+        assert sidecar["securityContext"][key] == value, key
+    _validate(manifest)
+
+
+def test_pod_without_xcom_push_needs_no_sidecar_settings(settings: settings_mod.Settings,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    _connect(monkeypatch)
+    manifest = _build_pod(settings, do_xcom_push=False)
+    assert XCOM_SIDECAR_CONTAINER not in _by_name(manifest["spec"]["containers"])
+
+
+def test_the_projects_connection_gives_a_sidecar_the_launcher_accepts(settings: settings_mod.Settings,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from llmops.embedded.airflow_settings import AirflowSettingsFile
+
+    name = f"AIRFLOW_CONN_{KUBERNETES_CONN_ID.upper()}"
+    monkeypatch.setenv(name, AirflowSettingsFile.load(ROOT / "airflow_settings.yaml").env()[name])
+    sidecar = _by_name(_build_pod(settings)["spec"]["containers"])[XCOM_SIDECAR_CONTAINER]
+    assert "@sha256:" in sidecar["image"] and sidecar["resources"]["limits"]["memory"]
+
+
+@pytest.mark.parametrize(("sidecar", "error"), [
+    ({"image": "alpine:3.24.2", "resources": {"limits": {"memory": "32Mi"}}}, "xcom_sidecar_container_image"),
+    ({"image": "alpine@sha256:" + "ab" * 16, "resources": {"limits": {"memory": "32Mi"}}},
+     "xcom_sidecar_container_image"),
+    ({"image": PINNED_ALPINE, "resources": {"requests": {"memory": "16Mi"}}}, "xcom_sidecar_container_resources"),
+    ({"image": PINNED_ALPINE}, "xcom_sidecar_container_resources"),
+    ({"image": PINNED_ALPINE, "resources": {"limits": {"memory": "32Mi"}}}, None),
+])
+def test_xcom_sidecar_policy(sidecar: dict[str, Any], error: str | None) -> None:
+    pod = {"metadata": {"name": "job-abc"},
+           "spec": {"containers": [{"name": "base", "image": "x:latest"},
+                                   {"name": XCOM_SIDECAR_CONTAINER, **sidecar}]}}
+    if error is None:
+        refuse_unsafe_xcom_sidecar(pod)
+        return
+    with pytest.raises(XComSidecarError, match=rf"pod 'job-abc'.*{error}.*'{KUBERNETES_CONN_ID}'"):
+        refuse_unsafe_xcom_sidecar(pod)

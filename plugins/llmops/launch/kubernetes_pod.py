@@ -11,6 +11,11 @@ pod-job contract on the way out:
 * a verdict (the main container exited with ``VERDICT_EXIT_CODE``) fails the task with
   ``AirflowFailException``, never retried; any other failure stays a retryable
   ``AirflowException``. The job's ``return.json`` is pushed either way (the KPO's own behaviour);
+* the XCom sidecar the KPO adds to the pod it is about to create must be pinned by digest and
+  memory-limited (the ``kubernetes_default`` connection's ``xcom_sidecar_container_*`` extras
+  set it); otherwise the pod is not created (:func:`llmops.launch.pod_policy.refuse_unsafe_xcom_sidecar`).
+  A dry run (rendering for inspection) builds it as configured and leaves the verdict to the
+  caller;
 * secrets: the worker does not know the values of the Kubernetes Secrets a pod reads (they reach
   the pod as ``secretKeyRef`` only), so it redacts what it can know, every value Airflow's secrets
   masker holds (connection passwords, sensitive variables, ``mask_secret``), from the
@@ -39,6 +44,7 @@ from llmops.launch.pod_policy import (
     RUN_AS_USER,
     XCOM_VOLUME,
     refuse_unpinned_images,
+    refuse_unsafe_xcom_sidecar,
     startup_timeout_s,
 )
 from llmops.launch.redact import airflow_text_redactor, redact_data, redact_exception
@@ -47,6 +53,16 @@ from llmops.launch.redact import airflow_text_redactor, redact_data, redact_exce
 class PodJobPodOperator(KubernetesPodOperator):
     """The ``KubernetesPodOperator`` of a pod job: a verdict exit is not retried, and the XCom
     and failure message are redacted against the secrets Airflow knows (see the module docstring)."""
+
+    def build_pod_request_obj(self, context: Any = None, *, dry_run: bool = False) -> k8s.V1Pod:
+        """The KPO's pod; one that is to be created must have a pinned, memory-limited XCom sidecar.
+
+        Both the synchronous and the deferrable ``execute`` build the pod here before creating it.
+        """
+        pod = super().build_pod_request_obj(context, dry_run=dry_run)
+        if not dry_run:
+            refuse_unsafe_xcom_sidecar(manifest(pod), self.kubernetes_conn_id)
+        return pod
 
     def extract_xcom(self, pod: k8s.V1Pod, **kwargs: Any) -> Any:
         """``return.json`` as the KPO reads it, every string in it (dict keys too) redacted."""

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from llmops.config.images import image_repository, is_pinned_by_digest
+from llmops.config.kubernetes import KUBERNETES_CONN_ID
 from llmops.core.podjob import PodJobError
 
 MODEL_CACHE_CLAIM = "llmops-model-cache"
@@ -27,6 +28,9 @@ IMAGE_PULL_MARGIN_S = 600
 READINESS_FAILURE_THRESHOLD = 3
 GPU_RESOURCE = "nvidia.com/gpu"
 XCOM_VOLUME = "xcom"  # added by KubernetesPodOperator for do_xcom_push; not available to jobs
+XCOM_SIDECAR_CONTAINER = "airflow-xcom-sidecar"
+"""The container the KubernetesPodOperator adds beside ``base`` when it pushes XCom (its
+image and resources come from the connection's ``xcom_sidecar_container_*`` extras)."""
 
 _DEFAULT_STARTUP_TIMEOUT_S = 120
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -35,6 +39,10 @@ _PORT_NAME = re.compile(r"^(?=.*[a-z])[a-z0-9]([-a-z0-9]{0,13}[a-z0-9])?$")
 
 class UnpinnedImageError(PodJobError):
     """An image is not pinned by digest; the message names the container, image and setting."""
+
+
+class XComSidecarError(PodJobError):
+    """The provider's XCom sidecar is unpinned or unbounded; the message names the connection extra."""
 
 
 def refuse_unpinned_images(job: Mapping[str, Any], image_settings: Mapping[str, str],
@@ -59,6 +67,34 @@ def refuse_unpinned_images(job: Mapping[str, Any], image_settings: Mapping[str, 
             f"Set {setting}={repo}@sha256:<digest> (the digest of the tested image, e.g. from "
             f"`docker buildx imagetools inspect {image}`)"
         )
+
+
+def refuse_unsafe_xcom_sidecar(pod: Mapping[str, Any], conn_id: str = KUBERNETES_CONN_ID) -> None:
+    """Raise :class:`XComSidecarError` when ``pod`` (a camelCase manifest) has an XCom sidecar
+    whose image is not pinned by digest or that has no memory limit.
+
+    The KubernetesPodOperator adds that container itself, from the connection ``conn_id``'s
+    extras ``xcom_sidecar_container_image`` (default: a mutable ``alpine`` tag) and
+    ``xcom_sidecar_container_resources`` (default: requests only), so the pod job cannot pin it:
+    the connection must. A pod without the sidecar (no XCom push) passes.
+    """
+    name = f"pod {pod.get('metadata', {}).get('name')!r}"
+    for container in pod.get("spec", {}).get("containers") or ():
+        if container.get("name") != XCOM_SIDECAR_CONTAINER:
+            continue
+        image = str(container.get("image") or "")
+        if not is_pinned_by_digest(image):
+            raise XComSidecarError(
+                f"{name}, container {XCOM_SIDECAR_CONTAINER!r}: image {image!r} is not pinned by digest. "
+                f"Set the extra xcom_sidecar_container_image of the Airflow connection {conn_id!r} to "
+                f"repo:tag@sha256:<64 hex> (airflow_settings.yaml has one: docker.io/library/alpine:<tag>@sha256:...)")
+        limits = (container.get("resources") or {}).get("limits") or {}
+        if not limits.get("memory"):
+            raise XComSidecarError(
+                f"{name}, container {XCOM_SIDECAR_CONTAINER!r}: no memory limit. Set the extra "
+                f"xcom_sidecar_container_resources of the Airflow connection {conn_id!r} to a JSON string "
+                'with a memory limit, e.g. {"requests": {"cpu": "10m", "memory": "16Mi"}, '
+                '"limits": {"cpu": "100m", "memory": "32Mi"}} (as in airflow_settings.yaml)')
 
 
 def startup_timeout_s(job: Mapping[str, Any]) -> int:
