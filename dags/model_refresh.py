@@ -178,6 +178,8 @@ with DAG(
 
     verdict = gate(stage.output, *qualify_outputs)
     serving_hw = load_hardware_class(SETTINGS.default_hardware_class, SETTINGS.hardware_configs_dir)
+    # The canary pod's pool slots are the GPUs it requests (two servers in the embedded canary pod).
+    canary_pool = canary_bounds.canary_pool_kwargs(serving_hw, SETTINGS.canary_router)
 
     @task(task_id="plan_canary")
     def plan_canary(stage_result: dict, verdict: dict, params: dict | None = None) -> list[dict]:
@@ -192,12 +194,12 @@ with DAG(
             return plan.plan_canary(SETTINGS, model=params["model"], stage_result=stage_result, verdict=verdict,
                                     spec=spec, stop_before_last_step=params["require_approval"],
                                     canary_extra_args=params["canary_vllm_args"])
-        except VllmArgsError as exc:  # a refused flag in the Params: a retry would refuse it again
+        except (VllmArgsError, plan.PinMismatch) as exc:  # a refused flag or pin: a retry would refuse it again
             raise AirflowFailException(str(exc)) from exc
 
     planned_canary = plan_canary(stage.output, verdict)
     canary = mapped_pod_job_task(task_id="canary", pod_jobs=planned_canary,
-                                 max_pod_timeout_s=canary_bounds.max_timeout_s(serving_hw), **pool_kwargs(serving_hw))
+                                 max_pod_timeout_s=canary_bounds.max_timeout_s(serving_hw), **canary_pool)
 
     @task(task_id="check_canary")
     def check_canary(stage_result: dict, results: list, params: dict | None = None) -> dict | None:
@@ -269,7 +271,7 @@ with DAG(
     planned_last = plan_canary_last_step(stage.output, verdict, canary_result)
     canary_last = mapped_pod_job_task(task_id="canary_last_step", pod_jobs=planned_last,
                                       max_pod_timeout_s=canary_bounds.max_timeout_s(serving_hw),
-                                      **pool_kwargs(serving_hw))
+                                      **canary_pool)
     last_result = check_canary.override(task_id="check_canary_last_step")(stage.output, canary_last.output)
     needs_approval(canary_result) >> approve_last_step >> planned_last
 

@@ -52,6 +52,8 @@ with DAG(
             served_model_name="tiny-chat-{{ params.model_variant }}",
             evalset="include/evalsets/synthetic_chat_v1.yaml",
             experiment="llmops-smoke",
+            # A model-cache checkpoint, not a registered version: the platform's runtime serves it.
+            vllm_image=SETTINGS.vllm_image,
             limit_per_category="{{ params.limit_per_category }}",
             tags={"model_variant": "{{ params.model_variant }}", "airflow_run_id": "{{ run_id }}"},
         ),

@@ -25,6 +25,15 @@ os.environ.setdefault("LLMOPS_LAUNCHER", "local")
 os.environ["LLMOPS_DATA_DIR"] = str(_SESSION_DIR / "data")
 # The model maker (`make models`) writes the checkpoints here; tests read them.
 os.environ.setdefault("LLMOPS_MODELS_DIR", str(ROOT / ".data" / "models"))
+# The runtime allowlist of the tests: the project's own (include/runtimes.yaml, the embedded
+# runtime) plus the made-up vLLM images test drops are pinned to. Tests of refusal pin others.
+TEST_RUNTIME_IMAGES = tuple("docker.io/vllm/vllm-openai@sha256:" + hex_ for hex_ in
+                            ("a" * 64, "b" * 64, "c" * 64, "fa" * 32, "5e" * 32, "c3" * 32))
+_RUNTIMES_FILE = _SESSION_DIR / "runtimes.yaml"
+_RUNTIMES_FILE.write_text((ROOT / "include" / "runtimes.yaml").read_text() + "".join(
+    f"  - image: {image}\n    vllm_version: \"0.32.0\"\n    accelerator: cuda\n    cuda: \"12.8\"\n"
+    f"    driver: \"570.133.20\"\n    notes: a made-up test image\n" for image in TEST_RUNTIME_IMAGES))
+os.environ["LLMOPS_RUNTIMES_FILE"] = str(_RUNTIMES_FILE)
 # Pods started by the local launcher import the package from plugins/.
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "plugins"), os.environ.get("PYTHONPATH")]))
 

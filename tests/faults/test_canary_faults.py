@@ -54,7 +54,8 @@ def test_canary_pod_killed_mid_step(fault: FaultRecord, platform, models_dir: Pa
     assert held, why
     hw = load_hardware_class("cpu", settings.hardware_configs_dir)
     job = canary_pod_job(settings, hw, stable_model_path=f"{models_dir}/good", canary_model_path=f"{models_dir}/better",
-                         served_model_name=model, spec=SPEC, experiment=EXPERIMENT, model_stable=f"{model}@1",
+                         served_model_name=model, spec=SPEC, experiment=EXPERIMENT,
+                         stable_image=settings.vllm_image, canary_image=settings.vllm_image, model_stable=f"{model}@1",
                          model_canary=f"{model}@2", tags={"model": model, "llmops.stage": "canary"},
                          mlflow_tracking_uri=platform.endpoints.mlflow_url, exit_zero_on_rollback=True)
 

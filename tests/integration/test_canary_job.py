@@ -46,6 +46,7 @@ def _run_canary(tmp_path: Path, canary: str, **kwargs: Any) -> tuple[dict[str, A
     hw = load_hardware_class("cpu", settings.hardware_configs_dir)
     job = canary_pod_job(settings, hw, stable_model_path="/models/tiny-chat/good",
                          canary_model_path=f"/models/tiny-chat/{canary}", served_model_name=SERVED, spec=SPEC,
+                         stable_image=settings.vllm_image, canary_image=settings.vllm_image,
                          experiment=EXPERIMENT, model_stable="tiny-chat/good", model_canary=f"tiny-chat/{canary}",
                          tags={"test": canary}, mlflow_tracking_uri=os.environ["MLFLOW_TRACKING_URI"], **kwargs)
     workdir = tmp_path / "pod"

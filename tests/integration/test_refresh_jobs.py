@@ -341,6 +341,43 @@ def test_invalid_manifest_is_rejected_with_the_field_named(run_job: Runner, s3: 
     assert _keys(s3, drops, prefix) == ["config.json", MANIFEST_NAME]
 
 
+def test_a_drop_pinned_to_a_runtime_not_on_the_allowlist_is_refused_at_receive(run_job: Runner, s3: Any,
+                                                                                models_dir: Path,
+                                                                                buckets: tuple[str, str]) -> None:
+    drops, models = buckets
+    model = _model()
+    unlisted = "docker.io/vllm/vllm-openai@sha256:" + "9e" * 32
+    published = run_job("publish_drop", str(models_dir / "good"), "--model", model, "--revision", "r1",
+                        "--bucket", drops, "--runtime-image", unlisted)
+    assert published.returncode == 0, published.output
+    received = _receive(run_job, published.result["drop_uri"], models)
+    assert received.returncode == 2, received.output
+    problem = received.result["problems"][0]
+    assert f"runtime_image {unlisted!r} is not on the runtime allowlist" in problem
+    assert os.environ["LLMOPS_RUNTIMES_FILE"] in problem and "runtime_requalify" in problem
+    reason = read_json(s3, drops, f"quarantine/{model}/r1/reason.json")
+    assert [p["field"] for p in reason["problems"]] == ["runtime_image"]
+    assert "receipt_uri" not in received.result  # nothing for stage to stage
+
+
+def test_a_runtime_whose_requalification_failed_is_refused_at_receive(run_job: Runner, s3: Any, models_dir: Path,
+                                                                      buckets: tuple[str, str]) -> None:
+    from llmops.core.runtimes import load_runtimes, verdict_key
+
+    drops, models = buckets
+    runtime = load_runtimes(os.environ["LLMOPS_RUNTIMES_FILE"]).require(IMAGE)
+    s3.put_object(Bucket=models, Key=verdict_key(runtime), Body=json.dumps(
+        {"status": "rejected", "changed_categories": ["arithmetic", "json"], "mlflow_run_id": "r123"}).encode())
+    try:
+        model = _model()
+        published = _publish(run_job, models_dir / "good", drops, model, "r1")
+        received = _receive(run_job, published.result["drop_uri"], models)
+        assert received.returncode == 2, received.output
+        assert "failed its re-qualification (categories that changed: arithmetic, json" in received.output
+    finally:
+        s3.delete_object(Bucket=models, Key=verdict_key(runtime))
+
+
 def test_fetch_weights_verifies_caches_and_refuses_tampered_files(staged: StagedDrop, run_job: Runner,
                                                                   tmp_path: Path) -> None:
     result = staged.staged.result

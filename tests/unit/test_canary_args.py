@@ -31,6 +31,9 @@ def test_managed_flags_are_refused_in_every_spelling(extra: list[str]) -> None:
     with pytest.raises(VllmArgsError, match=r"canary_extra_args: .* is managed by the platform: .*; fix: remove it"):
         override_args(BASE, extra)
 
+IMAGES = {"stable_image": "docker.io/vllm/vllm-openai@sha256:" + "a" * 64,
+          "canary_image": "docker.io/vllm/vllm-openai@sha256:" + "a" * 64}
+
 
 def test_tuning_flags_are_still_overridable() -> None:
     assert override_args(BASE, ["--max-model-len", "16", "--enforce-eager", "--max-num-seqs=2"]) == (
@@ -74,8 +77,8 @@ def test_canary_pod_job_refuses_a_managed_flag() -> None:
     hw = load_hardware_class("cpu", settings.hardware_configs_dir)
     with pytest.raises(ValueError, match=r"--served-model-name.*managed by the platform"):
         canary_pod_job(settings, hw, stable_model_path="/m/a", canary_model_path="/m/b", served_model_name="m",
-                       spec=SPEC, canary_extra_args=["--served-model-name", "other"])
+                       spec=SPEC, canary_extra_args=["--served-model-name", "other"], **IMAGES)
     job = canary_pod_job(settings, hw, stable_model_path="/m/a", canary_model_path="/m/b", served_model_name="m",
-                         spec=SPEC, canary_extra_args=["--max-model-len", "16"])
+                         spec=SPEC, canary_extra_args=["--max-model-len", "16"], **IMAGES)
     canary = job.sidecars[1]
     assert canary.args[canary.args.index("--max-model-len") + 1] == "16"

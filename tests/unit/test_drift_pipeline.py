@@ -13,10 +13,15 @@ ROOT = Path(__file__).resolve().parents[2]
 VLLM_IMAGE = "docker.io/vllm/vllm-openai@sha256:" + "c3" * 32
 JOBS_IMAGE = "ghcr.io/llmops-lifecycle/llmops-jobs@sha256:" + "d4" * 32
 DIGEST_A, DIGEST_B = "ab" * 32, "cd" * 32
+# Each version pinned to its own runtime, neither the platform default (VLLM_IMAGE).
+RUNTIME_A = "docker.io/vllm/vllm-openai@sha256:" + "a" * 64
+RUNTIME_B = "docker.io/vllm/vllm-openai@sha256:" + "b" * 64
 TARGETS = [{"role": "champion", "alias": "champion", "version": "3", "weight_digest": DIGEST_A,
-            "weights_uri": f"s3://llmops-models/models/tiny-chat/sha256-{DIGEST_A}/"},
+            "weights_uri": f"s3://llmops-models/models/tiny-chat/sha256-{DIGEST_A}/", "runtime_image": RUNTIME_A,
+            "runtime_version": "0.32.0"},
            {"role": "previous", "alias": "previous", "version": "1", "weight_digest": DIGEST_B,
-            "weights_uri": f"s3://llmops-models/models/tiny-chat/sha256-{DIGEST_B}/"}]
+            "weights_uri": f"s3://llmops-models/models/tiny-chat/sha256-{DIGEST_B}/", "runtime_image": RUNTIME_B,
+            "runtime_version": "0.31.0"}]
 EVALSETS = [{"name": "synthetic_chat_v1", "config": "include/evalsets/synthetic_chat_v1.yaml"},
             {"name": "tiny_chat_weekly_v1", "config": "include/evalsets/tiny_chat_weekly_v1.yaml"}]
 
@@ -59,13 +64,16 @@ def test_one_eval_pod_per_alias_and_eval_set_serving_the_pinned_weights(conf, ha
         fetch, vllm = spec["initContainers"]
         assert fetch["args"][fetch["args"].index("--weight-digest") + 1] == target["weight_digest"]
         assert vllm["restartPolicy"] == "Always"
+        assert vllm["image"] == target["runtime_image"] != VLLM_IMAGE  # the pin, not the platform default
         assert vllm["args"][0] == f"/models/tiny-chat/sha256-{target['weight_digest']}"
         args = spec["containers"][0]["args"]
         assert args[args.index("--evalset") + 1] == evalset["config"]
         assert args[args.index("--experiment") + 1] == "llmops-eval-drift"
         tags = {args[i + 1] for i, a in enumerate(args) if a == "--tag"}
         assert {f"alias={target['alias']}", f"model_version={target['version']}", "week=2026-W48",
-                "llmops.stage=weekly_eval", "model=tiny-chat"} <= tags
+                "llmops.stage=weekly_eval", "model=tiny-chat", f"runtime_image={target['runtime_image']}",
+                f"runtime_image_digest=sha256:{target['runtime_image'].rsplit(':', 1)[1]}",
+                f"runtime_version={target['runtime_version']}", f"hardware_config_hash={hw.config_hash}"} <= tags
 
 
 def test_report_and_hygiene_pods_are_valid(conf) -> None:

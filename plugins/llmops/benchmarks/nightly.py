@@ -33,7 +33,7 @@ def jobs_key(group: str) -> str:
 def served_targets(reg: registry.ModelRegistry, model: str, bench: BenchmarkSettings,
                    include_challenger: bool) -> list[dict[str, str]]:
     """Champion (or the configured default checkpoint when there is none) and the challenger, if any."""
-    from llmops.serving.weights import model_dir
+    from llmops.serving.weights import model_dir, version_target
 
     targets: list[dict[str, str]] = []
     champion = reg.by_alias(model, registry.CHAMPION)
@@ -46,8 +46,11 @@ def served_targets(reg: registry.ModelRegistry, model: str, bench: BenchmarkSett
         if version is None:
             continue
         digest = version.tags[registry.WEIGHT_DIGEST_TAG]
-        targets.append(plan.registry_target(role, model, version.version, version.source, digest,
-                                            model_dir(model, digest), version.tags.get("llmops.model_family")))
+        target = plan.registry_target(role, model, version.version, version.source, digest,
+                                      model_dir(model, digest), version.tags.get("llmops.model_family"))
+        # A registered version is benchmarked on the runtime it is pinned to, never the platform default.
+        target["runtime_image"] = version_target(role, version)["runtime_image"]
+        targets.append(target)
     if champion is None:
         targets.insert(0, plan.default_target(model, bench.default_model))
     return targets
@@ -78,7 +81,9 @@ def plan_night(settings: Settings, bench: BenchmarkSettings, *, classes: Sequenc
                                 "reason": reason})
                 continue
             fetch = fetch_container(settings, target, model, s3_endpoint) if "weights_uri" in target else None
-            job = plan.benchmark_pod_job(hw=hw, matrix=matrix, target=target, vllm_image=settings.vllm_image,
+            # The default checkpoint (no champion yet) is no version: it runs the platform's runtime.
+            image = target.get("runtime_image") or settings.vllm_image
+            job = plan.benchmark_pod_job(hw=hw, matrix=matrix, target=target, vllm_image=image,
                                          jobs_image=settings.jobs_image, fetch=fetch, vllm_overrides=vllm_overrides)
             planned[key].append(job.to_dict())
             runs.append({"hardware_class": name, "role": target["role"], "model": target["model"],

@@ -25,6 +25,7 @@ from typing import Any
 from llmops.benchmarks import metrics as metric_names
 from llmops.benchmarks.regression import Policy, Sample, judge
 from llmops.benchmarks.report import Row, html_table, markdown_table, outcome, render_chart
+from llmops.config.images import image_digest
 
 EXPERIMENT = "llmops-benchmarks"
 HISTORY_LIMIT = 200
@@ -34,11 +35,6 @@ KIND_SUMMARY = "summary"
 
 def _tag(name: str) -> str:
     return f"llmops.{name}"
-
-
-def image_digest(image: str) -> str:
-    """``sha256:...`` of an image reference pinned by digest, else ``""``."""
-    return image.rsplit("@", 1)[1] if "@" in image else ""
 
 
 def runtime_id(version: str, image: str) -> str:

@@ -73,7 +73,8 @@ hardware class, so a flag the launcher starts to set later is refused without be
 
 
 def canary_pod_job(settings: Settings, hw: HardwareClass, *, stable_model_path: str, canary_model_path: str,
-                   served_model_name: str, spec: Mapping[str, object] | str, name: str = "canary",
+                   served_model_name: str, spec: Mapping[str, object] | str, stable_image: str, canary_image: str,
+                   name: str = "canary",
                    evalset: str = DEFAULT_EVALSET, experiment: str = "llmops-canary", model_stable: str = "",
                    model_canary: str = "", tags: Mapping[str, str] | None = None,
                    canary_extra_args: Sequence[str] = (), concurrency: int = 4, max_tokens: int = 32,
@@ -90,10 +91,12 @@ def canary_pod_job(settings: Settings, hw: HardwareClass, *, stable_model_path: 
     replaced, not repeated (e.g. ``["--max-model-len", "16"]`` injects a config regression).
     ``from_step``/``failures_so_far`` may be templates (the resumed run after an approval).
     ``timeout_s`` defaults to both servers' start-up budget plus the worst-case observation time.
+    ``stable_image``/``canary_image`` are the runtimes each version is pinned to: each server
+    runs its own version's pin, so the canary compares exactly what would serve.
     """
     spec_json, spec_obj = _spec_json(spec)
-    stable = _sidecar(hw, settings, stable_model_path, served_model_name, STABLE_CONTAINER, STABLE_PORT_ENV)
-    canary = _sidecar(hw, settings, canary_model_path, served_model_name, CANARY_CONTAINER, CANARY_PORT_ENV)
+    stable = _sidecar(hw, stable_image, stable_model_path, served_model_name, STABLE_CONTAINER, STABLE_PORT_ENV)
+    canary = _sidecar(hw, canary_image, canary_model_path, served_model_name, CANARY_CONTAINER, CANARY_PORT_ENV)
     if canary_extra_args:
         canary = replace(canary, args=override_args(canary.args, canary_extra_args,
                                                     managed=managed_flags(canary.args, hw)))
@@ -180,6 +183,29 @@ CANARY_MAX_WINDOW_S = 3600
 """Longest observation window of one step (the Param ``canary_window_s``)."""
 CANARY_MAX_FAILURE_LIMIT = 10
 """Highest failure limit (the Param ``canary_failure_limit``)."""
+
+
+CANARY_SERVERS = 2
+"""vLLM servers in an embedded (nginx) canary pod: stable and canary, each with the class's GPUs."""
+
+
+def canary_pool_kwargs(hw: HardwareClass, router: str) -> dict[str, object]:
+    """Airflow ``pool``/``pool_slots`` of the canary task: the GPUs its pod requests.
+
+    nginx (the embedded canary pod): two servers, each with ``gpu.count`` GPUs, so twice the
+    class's slots on a GPU class. A CPU class's pool rations the machine, not GPUs: one slot,
+    so a one-slot CPU pool still runs it. gateway: the pod is the controller alone (the servers
+    are the long-lived Deployments), no GPU, no pool. Refuses a pool too small to ever run it.
+    """
+    if router == "gateway":
+        return {}
+    slots = CANARY_SERVERS * hw.gpu.count if hw.gpu.count else hw.pool_slots
+    if slots > hw.pool.slots:
+        raise ValueError(f"include/hardware_configs/{hw.name}.yaml: pool.slots is {hw.pool.slots}, but the canary "
+                         f"pod requests {slots} GPUs ({CANARY_SERVERS} servers x {hw.gpu.count}); fix: set "
+                         f"pool.slots to at least {slots}, or serve canaries on another class "
+                         f"(LLMOPS_DEFAULT_HARDWARE_CLASS)")
+    return {"pool": hw.pool.name, "pool_slots": slots}
 
 
 def max_timeout_s(hw: HardwareClass) -> int:
@@ -327,10 +353,10 @@ def _find_flag(args: list[str], flag: str) -> tuple[int, int] | None:
     return None
 
 
-def _sidecar(hw: HardwareClass, settings: Settings, model_path: str, served_model_name: str, container: str,
+def _sidecar(hw: HardwareClass, image: str, model_path: str, served_model_name: str, container: str,
              port_env: str) -> Container:
     # Each server gets its own cache folders: two vLLM processes must not share a compile cache.
-    sidecar = vllm_sidecar(hw, model_path, served_model_name, settings.vllm_image, port_env,
+    sidecar = vllm_sidecar(hw, model_path, served_model_name, image, port_env,
                            scratch_dir=f"{SCRATCH_MOUNT}/{container}")
     return replace(sidecar, name=container)
 

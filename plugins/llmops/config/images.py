@@ -16,6 +16,11 @@ def is_pinned_by_digest(image: str) -> bool:
     return bool(_DIGEST.search(image))
 
 
+def image_digest(image: str) -> str:
+    """``sha256:<hex>`` of a digest-pinned reference; ``""`` for a reference without a digest."""
+    return image.rsplit("@", 1)[1] if is_pinned_by_digest(image) else ""
+
+
 def image_repository(image: str) -> str:
     """``registry/repo`` of an image reference, without tag or digest."""
     name = image.split("@", 1)[0]

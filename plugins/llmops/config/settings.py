@@ -64,6 +64,8 @@ ENV_VARS: dict[str, EnvVar] = {v.name: v for v in (
            "(default `<data dir>/secrets`)"),
     EnvVar("LLMOPS_HARDWARE_CONFIGS_DIR", None, "hardware classes (default `include/hardware_configs`)"),
     EnvVar("LLMOPS_EVALSETS_DIR", None, "eval sets (default `include/evalsets`)"),
+    EnvVar("LLMOPS_RUNTIMES_FILE", None, "the serving-runtime allowlist (default `include/runtimes.yaml`); "
+           "receive refuses a drop pinned to an image not listed there", "airflow, pod"),
     EnvVar("LLMOPS_K8S_NAMESPACE", "llmops", "namespace of pods and serving objects"),
     EnvVar("LLMOPS_K8S_SERVICE_ACCOUNT", "llmops-jobs", "service account of job pods"),
     EnvVar("LLMOPS_DEFAULT_HARDWARE_CLASS", "cpu", "the class serving and canaries run on"),
@@ -183,6 +185,11 @@ class Settings:
         return Path(env("LLMOPS_MODELS_DIR", self.environ) or self.data_dir / "models")
 
     @property
+    def runtimes_file(self) -> Path:
+        """The serving-runtime allowlist (:mod:`llmops.core.runtimes`)."""
+        return runtimes_file(self.environ)
+
+    @property
     def secrets_dir(self) -> Path:
         """Local stand-in for Kubernetes Secrets: ``<secrets_dir>/<secret>/<key>`` files."""
         return Path(env("LLMOPS_SECRETS_DIR", self.environ) or self.data_dir / "secrets")
@@ -229,6 +236,11 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         corpus_vector_store=get("LLMOPS_CORPUS_VECTOR_STORE") or "local",
         environ=environ,
     )
+
+
+def runtimes_file(environ: Mapping[str, str] | None = None) -> Path:
+    """The serving-runtime allowlist: ``$LLMOPS_RUNTIMES_FILE`` or ``include/runtimes.yaml``."""
+    return Path(env("LLMOPS_RUNTIMES_FILE", environ) or PROJECT_ROOT / "include" / "runtimes.yaml")
 
 
 def comma_list(value: str | None) -> tuple[str, ...]:

@@ -55,7 +55,7 @@ def _slug(text: str) -> str:
 
 def targets(reg: registry.ModelRegistry, model: str, tracking_uri: str) -> list[dict[str, str]]:
     """``champion`` (required) and ``previous`` (when it exists and differs) as eval targets."""
-    from llmops.serving.weights import champion_target
+    from llmops.serving.weights import champion_target, version_target
 
     champion = champion_target(reg, model)
     if champion is None:
@@ -67,8 +67,7 @@ def targets(reg: registry.ModelRegistry, model: str, tracking_uri: str) -> list[
     found = [{**champion, "alias": registry.CHAMPION}]
     previous = reg.by_alias(model, registry.PREVIOUS)
     if previous is not None and previous.version != champion["version"] and previous.weight_digest:
-        found.append({"role": "previous", "version": previous.version, "weights_uri": previous.source,
-                      "weight_digest": previous.weight_digest, "alias": registry.PREVIOUS})
+        found.append({**version_target("previous", previous), "alias": registry.PREVIOUS})
     return found
 
 
@@ -89,9 +88,11 @@ def evaluation_jobs(settings: Settings, hw: HardwareClass, *, model: str, target
                 settings, hw, name=f"drift-{target['alias']}-{_slug(evalset['name'])}"[:63].rstrip("-"),
                 model_path=model_dir(model, target["weight_digest"]),
                 served_model_name=f"{model}-v{target['version']}", evalset=evalset["config"], experiment=EXPERIMENT,
+                vllm_image=target["runtime_image"], runtime_version=target.get("runtime_version", ""),
                 limit_per_category=str(limit_per_category),
                 tags={"model": model, "model_version": target["version"], "alias": target["alias"], "week": week,
-                      STAGE_TAG: WEEKLY_STAGE, "airflow_run_id": airflow_run_id},
+                      STAGE_TAG: WEEKLY_STAGE, "airflow_run_id": airflow_run_id,
+                      "pinned_hardware_config_hash": target.get(f"hardware_config.{hw.name}", "none")},
                 mlflow_tracking_uri=tracking_uri)
             fetch = fetch_container(settings, target, model, s3_endpoint)
             jobs.append(replace(job, init_containers=(fetch,)).to_dict())

@@ -32,11 +32,14 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from llmops.config import settings as settings_mod
+from llmops.core.fields import INPUT_ERRORS
 from llmops.core.manifests import MANIFEST_NAME, ManifestError
 from llmops.core.podjob import VERDICT_EXIT_CODE
+from llmops.core.runtimes import Runtime, RuntimeNotAllowed, load_runtimes, verdict_key
 from llmops.io import tracking
 from llmops.io.integrity import DEFAULT_WORKERS, verify_drop
-from llmops.io.s3 import client_from_env, parse_s3_uri, s3_uri
+from llmops.io.s3 import client_from_env, parse_s3_uri, read_json_if_exists, s3_uri
 from llmops.jobs.common import optional_env, setup_logging, write_result
 from llmops.refresh.staging import (
     DEFAULT_MODELS_BUCKET,
@@ -62,6 +65,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--models-bucket", default=optional_env("LLMOPS_MODELS_BUCKET") or DEFAULT_MODELS_BUCKET,
                         help=f"bucket of the receipts, stage's models bucket (default $LLMOPS_MODELS_BUCKET or "
                              f"{DEFAULT_MODELS_BUCKET})")
+    parser.add_argument("--runtimes-file", default=str(settings_mod.runtimes_file()),
+                        help="the serving-runtime allowlist (default $LLMOPS_RUNTIMES_FILE or include/runtimes.yaml)")
     parser.add_argument("--airflow-run-id", default=None, help="the Airflow run (a tag of the MLflow run)")
     parser.add_argument("--airflow-try", default=None, help="the task's try number (a tag of the MLflow run)")
     return parser.parse_args(argv)
@@ -98,6 +103,12 @@ def main(argv: list[str] | None = None) -> int:
                                                                 "fix": "rewrite manifest.json as UTF-8 JSON"}]},
                        [str(exc)])
 
+    try:
+        runtime = allowed_runtime(s3, args.models_bucket, manifest.runtime_image, args.runtimes_file)
+    except RuntimeNotAllowed as exc:
+        return _reject(args, s3, bucket, prefix, model, revision, manifest.weight_digest,
+                       {"manifest": manifest_uri, "problems": [{"field": "runtime_image", "problem": str(exc),
+                                                                "fix": "see the problem"}]}, [str(exc)])
     log.info("verifying %s: %d files, %d bytes, weight digest %s", drop_uri, len(manifest.files),
              manifest.total_size, manifest.weight_digest)
     verification = verify_drop(s3, bucket, prefix, manifest.files, workers=args.workers)
@@ -109,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {
         "status": "ok", "model": manifest.model, "revision": manifest.revision,
         "model_family": manifest.model_family, "weight_digest": manifest.weight_digest,
-        "runtime_image": manifest.runtime_image, "drop_uri": drop_uri, "manifest_uri": manifest_uri,
+        "runtime_image": manifest.runtime_image, "runtime": runtime.to_dict(),
+        "drop_uri": drop_uri, "manifest_uri": manifest_uri,
         "manifest_etag": manifest_etag,
         "files": [f.to_dict() for f in manifest.files], "etags": verification.etags,
         "bytes_verified": verification.bytes_read, "throughput_mb_s": round(verification.throughput_mb_s, 2),
@@ -135,6 +147,21 @@ def main(argv: list[str] | None = None) -> int:
     log.info("receipt %s: stage may stage exactly these %d objects", result["receipt_uri"], len(manifest.files))
     write_result(result)
     return 0
+
+
+def allowed_runtime(s3: Any, models_bucket: str, image: str, runtimes_file: str) -> Runtime:
+    """The allowlist entry of ``image``; :class:`RuntimeNotAllowed` when it is not listed or its
+    re-qualification rejected it. A malformed allowlist is the operator's to fix: raised as it is
+    (exit 1, nothing quarantined), since the drop is not what is wrong."""
+    try:
+        allowlist = load_runtimes(runtimes_file)
+    except INPUT_ERRORS as exc:
+        raise SystemExit(f"the runtime allowlist cannot be read: {exc}") from None
+    runtime = allowlist.require(image)
+    verdict = read_json_if_exists(s3, models_bucket, verdict_key(runtime))
+    if isinstance(verdict, dict) and verdict.get("status") == "rejected":
+        allowlist.require(image, rejected=verdict)
+    return runtime
 
 
 def _reject(args: argparse.Namespace, s3: Any, bucket: str, prefix: str, model: str, revision: str,

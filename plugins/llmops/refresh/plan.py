@@ -16,9 +16,20 @@ from llmops.core.job_container import jobs_container
 from llmops.core.podjob import PodJob, Resources, literal_template
 from llmops.evals.eval_job import evaluation_pod_job
 from llmops.io import registry
-from llmops.serving.weights import S3_ENDPOINT_TEMPLATE, champion_target, fetch_container, model_dir, with_s3_secrets
+from llmops.serving.weights import (
+    S3_ENDPOINT_TEMPLATE,
+    champion_target,
+    fetch_container,
+    model_dir,
+    pinned_config_problem,
+    with_s3_secrets,
+)
 
 EXPERIMENT = "llmops-refresh"
+
+
+class PinMismatch(RuntimeError):
+    """A version would serve on something other than what it was qualified on; the message names the fix."""
 
 
 def receive_job(settings: Settings) -> PodJob:
@@ -28,7 +39,10 @@ def receive_job(settings: Settings) -> PodJob:
             "--models-bucket", "{{ var.value.llmops_bucket_models }}", *_airflow_attempt_args()]
     return PodJob(name="receive", main=with_s3_secrets(jobs_container(
         settings, "receive", args,
-        env={"AWS_ENDPOINT_URL": S3_ENDPOINT_TEMPLATE}, resources=Resources(cpu="2", memory="2Gi"),
+        # The runtime allowlist receive checks the drop's pin against: the jobs image holds the
+        # project at the same path as the Airflow image, so the worker's path is the pod's.
+        env={"AWS_ENDPOINT_URL": S3_ENDPOINT_TEMPLATE, "LLMOPS_RUNTIMES_FILE": str(settings.runtimes_file)},
+        resources=Resources(cpu="2", memory="2Gi"),
     )), timeout_s=3600)
 
 
@@ -42,8 +56,8 @@ def stage_job(settings: Settings) -> PodJob:
             # drop's ETags now; S3 refuses to copy an object that changed after receive verified it.
             "--source-etags", literal_template("ti.xcom_pull(task_ids='receive')['etags'] | tojson"),
             "--experiment", EXPERIMENT, *_airflow_attempt_args()]
-    if settings.vllm_version:
-        args += ["--runtime-version", settings.vllm_version]
+    # The vLLM version the runtime was qualified with, from the allowlist entry receive matched.
+    args += ["--runtime-version", literal_template("ti.xcom_pull(task_ids='receive')['runtime']['vllm_version']")]
     return PodJob(name="stage", main=with_s3_secrets(jobs_container(
         settings, "stage", args,
         env={"AWS_ENDPOINT_URL": S3_ENDPOINT_TEMPLATE}, resources=Resources(cpu="2", memory="2Gi"),
@@ -68,8 +82,7 @@ def plan_qualification(settings: Settings, hw_name: str, *, selected: list[str],
     tracking_uri = BaseHook.get_connection("llmops_mlflow").host
     s3_endpoint = BaseHook.get_connection("llmops_s3").extra_dejson.get("endpoint_url")
     reg = registry.ModelRegistry(tracking_uri)
-    targets = [{"role": "candidate", "version": str(stage_result["model_version"]),
-                "weights_uri": stage_result["weights_uri"], "weight_digest": stage_result["weight_digest"]}]
+    targets = [candidate_target(stage_result)]
     champion = champion_target(reg, model)
     if champion is not None and champion["version"] != targets[0]["version"]:
         targets.append(champion)
@@ -78,13 +91,26 @@ def plan_qualification(settings: Settings, hw_name: str, *, selected: list[str],
                               s3_endpoint=s3_endpoint, tracking_uri=tracking_uri)
 
 
+def candidate_target(stage_result: dict[str, Any]) -> dict[str, str]:
+    """The staged candidate as a serving target: its weights and the runtime its manifest pins."""
+    target = {"role": "candidate", "version": str(stage_result["model_version"]),
+              "weights_uri": stage_result["weights_uri"], "weight_digest": stage_result["weight_digest"],
+              "runtime_image": stage_result["runtime_image"],
+              "runtime_version": str(stage_result.get("runtime_version") or "")}
+    target.update({f"hardware_config.{name}": digest
+                   for name, digest in sorted((stage_result.get("hardware_configs") or {}).items())})
+    return target
+
+
 def qualification_jobs(settings: Settings, hw: HardwareClass, *, model: str, targets: list[dict[str, str]],
                        evalset_config: str, s3_endpoint: str | None, tracking_uri: str,
                        latency_requests: int = 32) -> list[dict[str, Any]]:
-    """One serving + eval pod job per target (``role``, ``version``, ``weights_uri``, ``weight_digest``).
+    """One serving + eval pod job per target (``role``, ``version``, ``weights_uri``, ``weight_digest``,
+    ``runtime_image``).
 
     The serving pod's init container fetches the staged weights into the model cache and
-    verifies their digest: vLLM never starts on weights that do not match the pin.
+    verifies their digest: vLLM never starts on weights that do not match the pin. Each target
+    is served by the runtime it is pinned to (candidate: its drop's; champion: its own pin).
     """
     jobs = []
     for target in targets:
@@ -93,8 +119,10 @@ def qualification_jobs(settings: Settings, hw: HardwareClass, *, model: str, tar
         job = evaluation_pod_job(
             settings, hw, name=f"qualify-{target['role']}-{hw.name}", model_path=dest,
             served_model_name=f"{model}-v{target['version']}", evalset=evalset_config, experiment=EXPERIMENT,
+            vllm_image=target["runtime_image"], runtime_version=target.get("runtime_version", ""),
             tags={"model": model, "model_version": target["version"], "role": target["role"],
-                  "llmops.stage": "qualify"},
+                  "llmops.stage": "qualify",
+                  "pinned_hardware_config_hash": target.get(f"hardware_config.{hw.name}", "none")},
             latency_requests=latency_requests, mlflow_tracking_uri=tracking_uri,
         )
         jobs.append(replace(job, init_containers=(fetch,)).to_dict())
@@ -122,9 +150,12 @@ def plan_canary(settings: Settings, *, model: str, stage_result: dict[str, Any],
     champion = champion_target(reg, model)
     if champion is None:
         return []
-    candidate = {"role": "candidate", "version": str(stage_result["model_version"]),
-                 "weights_uri": stage_result["weights_uri"], "weight_digest": stage_result["weight_digest"]}
+    candidate = candidate_target(stage_result)
     hw = load_hardware_class(settings.default_hardware_class, settings.hardware_configs_dir)
+    for target in (champion, candidate):
+        problem = pinned_config_problem(target, hw.name, hw.config_hash)
+        if problem:
+            raise PinMismatch(f"canary of {model}: {target['role']} {problem}")
     tags = {"model": model, "model_version": candidate["version"], "champion_version": champion["version"],
             "llmops.stage": "canary"}
     if settings.canary_router == "gateway":
@@ -135,6 +166,7 @@ def plan_canary(settings: Settings, *, model: str, stage_result: dict[str, Any],
     job = canary_pod_job(
         settings, hw, stable_model_path=model_dir(model, champion["weight_digest"]),
         canary_model_path=model_dir(model, candidate["weight_digest"]), served_model_name=model, spec=spec,
+        stable_image=champion["runtime_image"], canary_image=candidate["runtime_image"],
         experiment=EXPERIMENT, model_stable=f"{model}@{champion['version']}",
         model_canary=f"{model}@{candidate['version']}",
         tags=tags, canary_extra_args=canary_extra_args or (), from_step=from_step, failures_so_far=failures_so_far,

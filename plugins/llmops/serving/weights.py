@@ -47,10 +47,57 @@ def fetch_container(settings: Settings, target: dict[str, str], model: str, s3_e
     )
 
 
+RUNTIME_IMAGE_PIN = f"{registry.PIN_PREFIX}runtime_image"
+RUNTIME_VERSION_PIN = f"{registry.PIN_PREFIX}runtime_version"
+HARDWARE_CONFIG_PIN = f"{registry.PIN_PREFIX}hardware_config."
+
+
+class UnpinnedVersionError(RuntimeError):
+    """A registered version without the pins a serving pod needs; the message names the fix."""
+
+
+def version_target(role: str, version: registry.RegisteredVersion) -> dict[str, str]:
+    """A registered version as a serving target: its weights, and the runtime it is pinned to.
+
+    ``runtime_image`` is the version's pin (``pin.runtime_image``, from its deployment.json),
+    never the platform's default image: a version serves on what it was qualified on.
+    ``hardware_config.<class>`` keys carry the config hash of each class it was qualified on.
+    """
+    image = version.tags.get(RUNTIME_IMAGE_PIN)
+    digest = version.tags.get(registry.WEIGHT_DIGEST_TAG)
+    if not image or not digest:
+        missing = ", ".join(tag for tag, value in ((RUNTIME_IMAGE_PIN, image), (registry.WEIGHT_DIGEST_TAG, digest))
+                            if not value)
+        raise UnpinnedVersionError(
+            f"model {version.name!r} version {version.version} has no {missing} tag in the registry: it was not "
+            f"staged by this project's stage job, so what it must serve on is unknown; fix: refresh the model from "
+            f"its weight drop (stage pins weights and runtime), or set the tags from its deployment.json")
+    target = {"role": role, "version": version.version, "weights_uri": version.source, "weight_digest": digest,
+              "runtime_image": image, "runtime_version": version.tags.get(RUNTIME_VERSION_PIN, "")}
+    target.update({f"hardware_config.{key[len(HARDWARE_CONFIG_PIN):]}": value
+                   for key, value in sorted(version.tags.items()) if key.startswith(HARDWARE_CONFIG_PIN)})
+    return target
+
+
+def pinned_config_problem(target: dict[str, str], hw_name: str, config_hash: str) -> str | None:
+    """Why ``target`` may not serve on hardware class ``hw_name`` whose config hashes to ``config_hash``
+    (``None``: it may). A version serves only on a class config it was qualified on."""
+    pinned = target.get(f"hardware_config.{hw_name}")
+    if pinned is None:
+        return (f"version {target['version']} was never qualified on hardware class {hw_name!r} (qualified on: "
+                f"{', '.join(k.split('.', 1)[1] for k in target if k.startswith('hardware_config.')) or 'none'}); "
+                f"fix: qualify it there first (model_refresh with hardware_classes including {hw_name})")
+    if pinned != config_hash:
+        return (f"version {target['version']} was qualified on hardware class {hw_name!r} with config hash "
+                f"{pinned[:12]}..., but include/hardware_configs/{hw_name}.yaml now hashes to {config_hash[:12]}...: "
+                f"what serves would not be what was qualified; fix: revert the config change, or re-qualify the "
+                f"champion on the new config (runtime_requalify DAG) before it serves")
+    return None
+
+
 def champion_target(reg: registry.ModelRegistry, model: str) -> dict[str, str] | None:
     """The current champion as a qualification target, or None for a first model."""
     champion = reg.by_alias(model, registry.CHAMPION)
     if champion is None:
         return None
-    return {"role": "champion", "version": champion.version, "weights_uri": champion.source,
-            "weight_digest": champion.tags[registry.WEIGHT_DIGEST_TAG]}
+    return version_target("champion", champion)
