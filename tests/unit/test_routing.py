@@ -314,6 +314,7 @@ def test_gateway_router_patches_through_the_custom_objects_api() -> None:
     assert call.kwargs["group"] == GATEWAY_GROUP and call.kwargs["version"] == "v1"
     assert call.kwargs["plural"] == HTTPROUTE_PLURAL
     assert (call.kwargs["namespace"], call.kwargs["name"]) == ("serving", "chat")
+    assert call.kwargs["field_manager"] == "llmops"  # the owner of the rendered route: SSA and the router agree
     assert call.kwargs["body"] == httproute_weights_patch(_route(), stable_service="chat-stable",
                                                           canary_service="chat-canary", canary_percent=25)
     assert api.get_namespaced_custom_object.call_count == 3  # waited for observedGeneration 4
@@ -571,7 +572,8 @@ def _canary_job(settings: settings_mod.Settings, hw_name: str = "cpu", **kwargs:
     hw = load_hardware_class(hw_name, settings.hardware_configs_dir)
     return canary_pod_job(settings, hw, stable_model_path="/models/{{ params.model }}/stable",
                           canary_model_path="/models/{{ params.model }}/canary", served_model_name="{{ params.model }}",
-                          spec=SPEC, mlflow_tracking_uri="http://mlflow.llmops:5000", **kwargs)
+                          spec=SPEC, mlflow_tracking_uri="http://mlflow.llmops:5000",
+                          stable_image=settings.vllm_image, canary_image=settings.vllm_image, **kwargs)
 
 
 def test_canary_pod_job_has_two_probed_servers_and_the_controller(pinned: settings_mod.Settings) -> None:
@@ -598,7 +600,8 @@ def test_canary_pod_job_refuses_a_bad_spec_by_field(pinned: settings_mod.Setting
     hw = load_hardware_class("cpu", pinned.hardware_configs_dir)
     with pytest.raises(ValueError, match=r"steps\[1\].weight"):
         canary_pod_job(pinned, hw, stable_model_path="/m/a", canary_model_path="/m/b", served_model_name="m",
-                       spec={"steps": [{"weight": 50, "window_s": 1}, {"weight": 25, "window_s": 1}]})
+                       spec={"steps": [{"weight": 50, "window_s": 1}, {"weight": 25, "window_s": 1}]},
+                       stable_image=pinned.vllm_image, canary_image=pinned.vllm_image)
 
 
 @pytest.mark.parametrize("hw_name", ["cpu", "h100x1"])

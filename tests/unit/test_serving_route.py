@@ -1,5 +1,6 @@
-"""Gateway-mode serving: restoring the champion's route and rolling the stable/canary Deployments,
-against an in-memory stand-in for the Kubernetes API server (there is no cluster here)."""
+"""Serving a version: restoring the champion's route (gateway mode), and applying the stable/canary
+objects rendered from the version's pins, against an in-memory stand-in for the Kubernetes API
+server (there is no cluster here) and the embedded default's local store."""
 
 from __future__ import annotations
 
@@ -22,26 +23,24 @@ from llmops.serving.deployments import (
     ServingRoute,
     ServingRouteError,
     restore_champion_routing,
-    rolled_out,
     serve_candidate,
     serve_champion,
-    serve_version_patch,
 )
 from llmops.serving.gateway_router import GatewayHttpRouteRouter
+from llmops.serving.objects import LocalServingObjects
+from llmops.serving.render import RenderError, render_role, serving_document
+from tests.unit.test_serving_objects import FakeApiServer
+from tests.unit.test_serving_render import hardware, manifest
 
 DIGEST = "ab" * 32
 
 
 class FakeCluster:
-    """An HTTPRoute and two Deployments, with the API calls the pipeline makes, logged in order.
+    """An HTTPRoute, with the API calls the canary router makes, logged in order; the Gateway
+    accepts a route generation at once."""
 
-    A patched Deployment reports its rollout done after ``rollout_reads`` status reads; the
-    Gateway accepts a route generation at once.
-    """
-
-    def __init__(self, model: str = "chat", *, canary_weight: int = 0, rollout_reads: int = 2) -> None:
+    def __init__(self, model: str = "chat", *, canary_weight: int = 0) -> None:
         self.calls: list[tuple[str, str]] = []
-        self.rollout_reads = rollout_reads
         self.route = {
             "metadata": {"name": model, "namespace": "llmops", "generation": 1, "resourceVersion": "1"},
             "spec": {"rules": [{"backendRefs": [
@@ -49,10 +48,6 @@ class FakeCluster:
                 {"name": f"{model}-canary", "port": 8000, "weight": canary_weight}]}]},
             "status": {"parents": [{"conditions": [{"type": "Accepted", "status": "True", "observedGeneration": 1}]}]},
         }
-        self.deployments = {name: {"metadata": {"name": name, "generation": 1}, "spec": {"replicas": 2},
-                                   "status": {"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2,
-                                              "availableReplicas": 2}, "patches": [], "reads_left": 0}
-                            for name in (f"{model}-stable", f"{model}-canary")}
 
     # CustomObjectsApi
     def get_namespaced_custom_object(self, **kw: Any) -> dict[str, Any]:
@@ -66,23 +61,6 @@ class FakeCluster:
         self.route["status"]["parents"][0]["conditions"][0]["observedGeneration"] = generation
         return copy.deepcopy(self.route)
 
-    # AppsV1Api
-    def patch_namespaced_deployment(self, *, name: str, namespace: str, body: dict[str, Any]) -> None:
-        self.calls.append(("patch_deployment", name))
-        deployment = self.deployments[name]
-        deployment["patches"].append(body)
-        deployment["metadata"]["generation"] += 1
-        deployment["status"]["updatedReplicas"] = 0
-        deployment["reads_left"] = self.rollout_reads
-
-    def read_namespaced_deployment_status(self, *, name: str, namespace: str) -> dict[str, Any]:
-        deployment = self.deployments[name]
-        if deployment["reads_left"] > 0:
-            deployment["reads_left"] -= 1
-        else:
-            deployment["status"].update(observedGeneration=deployment["metadata"]["generation"], updatedReplicas=2)
-        return {k: copy.deepcopy(v) for k, v in deployment.items() if k in ("metadata", "spec", "status")}
-
     def weights(self) -> tuple[int, int]:
         refs = self.route["spec"]["rules"][0]["backendRefs"]
         return refs[0]["weight"], refs[1]["weight"]
@@ -92,11 +70,11 @@ def _gateway_settings() -> settings_mod.Settings:
     return settings_mod.load({"LLMOPS_LAUNCHER": "kubernetes", "LLMOPS_K8S_NAMESPACE": "llmops"})
 
 
-def _serving(cluster: FakeCluster, model: str = "chat", **kwargs: Any) -> GatewayServing:
+def _serving(cluster: FakeCluster, model: str = "chat") -> GatewayServing:
     route = ServingRoute.for_model(_gateway_settings(), model)
     router = GatewayHttpRouteRouter(route=route.route, namespace=route.namespace, stable_service=route.stable,
                                     canary_service=route.canary, endpoint=route.gateway_url, api=cluster, poll_s=0.0)
-    return GatewayServing(route, apps_api=cluster, router=router, poll_s=0.0, **kwargs)
+    return GatewayServing(route, router=router)
 
 
 def test_router_follows_the_launcher_and_refuses_unknown_values() -> None:
@@ -132,57 +110,68 @@ def test_restore_sends_everything_back_to_stable(canary_weight: int) -> None:
 
 
 def test_serving_a_new_champion_rolls_stable_before_routing_to_it() -> None:
-    cluster = FakeCluster(canary_weight=100)  # a promoted canary has all the traffic
-    served = serve_champion(_gateway_settings(), "chat", version="7", weights_uri="s3://models/chat/x/",
-                            weight_digest=DIGEST, reason="promote", serving=_serving(cluster))
-    assert served["action"] == "rolled_stable" and served["version"] == "7"
-    assert cluster.weights() == (100, 0)
+    api = FakeApiServer(rollout_reads=2)
+    hw = hardware("h100x1")
+    served = serve_champion(_gateway_settings(), "chat", manifest=manifest(hw), hw=hw, reason="promote",
+                            objects=api.store())
+    assert served["action"] == "applied_stable" and served["version"] == "7" and served["router"] == "gateway"
     # The route moved only after the stable rollout finished: never to a half-rolled Deployment.
-    assert cluster.calls == [("patch_deployment", "chat-stable"), ("patch_route", "chat")]
-    [patch] = cluster.deployments["chat-stable"]["patches"]
-    template = patch["spec"]["template"]
+    assert api.calls == [("apply", "Deployment", "chat-stable"), *[("status", "Deployment", "chat-stable")] * 3,
+                         ("apply", "Service", "chat-stable"), ("apply", "HTTPRoute", "chat")]
+    deployment, _, route = api.applied
+    template = deployment["spec"]["template"]
     assert template["metadata"]["annotations"][VERSION_ANNOTATION] == "7"
     assert template["metadata"]["annotations"][DIGEST_ANNOTATION] == DIGEST
-    for section, name in (("initContainers", FETCH_CONTAINER), ("containers", SERVING_CONTAINER)):
-        [container] = template["spec"][section]
-        env = {e["name"]: e["value"] for e in container["env"]}
-        assert container["name"] == name
-        assert env["LLMOPS_WEIGHT_DIGEST"] == DIGEST and env["LLMOPS_WEIGHTS_URI"] == "s3://models/chat/x/"
-        assert env["LLMOPS_MODEL_DIR"].endswith(f"/chat/sha256-{DIGEST}")
-    assert cluster.deployments["chat-canary"]["patches"] == []
+    [fetch], [vllm] = template["spec"]["initContainers"], template["spec"]["containers"]
+    assert (fetch["name"], vllm["name"]) == (FETCH_CONTAINER, SERVING_CONTAINER)
+    assert fetch["args"][fetch["args"].index("--weight-digest") + 1] == DIGEST
+    assert vllm["args"][0] == f"/models/chat/sha256-{DIGEST}"
+    assert [ref["weight"] for ref in route["spec"]["rules"][0]["backendRefs"]] == [100, 0]
+    # What was applied is the document returned for storage, byte for byte.
+    assert served["document"] == serving_document(api.applied)
+    assert served["objects"] == ["Deployment/chat-stable", "Service/chat-stable", "HTTPRoute/chat"]
+    assert not any(name.startswith("chat-canary") for _, _, name in api.calls)
 
 
 def test_a_candidate_is_rolled_out_with_no_traffic() -> None:
-    cluster = FakeCluster(canary_weight=30)  # a previous canary left weight behind
-    serve_candidate(_gateway_settings(), "chat", version="8", weights_uri="s3://m/", weight_digest=DIGEST,
-                    serving=_serving(cluster))
-    assert cluster.calls == [("patch_route", "chat"), ("patch_deployment", "chat-canary")]
-    assert cluster.weights() == (100, 0)
+    api = FakeApiServer()
+    hw = hardware("h100x1")
+    served = serve_candidate(_gateway_settings(), "chat", manifest=manifest(hw, version="8"), hw=hw,
+                             extra_vllm_args=["--enforce-eager"], objects=api.store())
+    assert [c for c in api.calls if c[0] == "apply"] == [
+        ("apply", "HTTPRoute", "chat"), ("apply", "Deployment", "chat-canary"), ("apply", "Service", "chat-canary")]
+    route, deployment, _ = api.applied
+    assert [ref["weight"] for ref in route["spec"]["rules"][0]["backendRefs"]] == [100, 0]
+    assert "--enforce-eager" in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert served["action"] == "applied_canary" and served["version"] == "8"
 
 
 def test_a_rollout_that_never_finishes_is_an_error_naming_the_deployment() -> None:
-    cluster = FakeCluster(rollout_reads=10**6)
+    api = FakeApiServer(rollout_reads=10**6)
+    hw = hardware("cpu")
     with pytest.raises(ServingRouteError, match=r"chat-stable not rolled out .*kubectl rollout status"):
-        serve_champion(_gateway_settings(), "chat", version="7", weights_uri="s3://m/", weight_digest=DIGEST,
-                       reason="rollback", serving=_serving(cluster, rollout_timeout_s=0.01))
-    assert cluster.weights() == (100, 0) and cluster.calls == [("patch_deployment", "chat-stable")]
+        serve_champion(_gateway_settings(), "chat", manifest=manifest(hw), hw=hw, reason="rollback",
+                       objects=api.store(rollout_timeout_s=0.0))
+    assert [c for c in api.calls if c[0] == "apply"] == [("apply", "Deployment", "chat-stable")]  # no route moved
 
 
-@pytest.mark.parametrize(("status", "done"), [
-    ({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2}, True),
-    ({"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2}, False),  # stale
-    ({"observedGeneration": 2, "replicas": 3, "updatedReplicas": 2, "availableReplicas": 2}, False),  # old pod left
-    ({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 1}, False),  # not ready
-    ({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 1, "availableReplicas": 2}, False),
-])
-def test_rolled_out_matches_kubectl_rollout_status(status: dict[str, int], done: bool) -> None:
-    assert rolled_out({"metadata": {"generation": 2}, "spec": {"replicas": 2}, "status": status}) is done
+def test_the_embedded_default_applies_to_the_local_store(tmp_path: Any) -> None:
+    conf = settings_mod.load({"LLMOPS_DATA_DIR": str(tmp_path)})
+    hw = hardware("cpu")
+    served = serve_champion(conf, "chat", manifest=manifest(hw), hw=hw, reason="promote")
+    assert served["router"] == "nginx" and served["rollout_s"] == 0.0
+    store = LocalServingObjects(tmp_path / "serving" / "llmops")
+    stored = [store.get("Deployment", "chat-stable"), store.get("Service", "chat-stable"),
+              store.get("HTTPRoute", "chat")]
+    assert serving_document(stored) == served["document"] == serving_document(
+        render_role(manifest(hw), hw, conf, role="stable"))
 
 
-def test_version_patch_changes_the_template_even_for_the_same_version() -> None:
-    first = serve_version_patch(weights_uri="s3://m/", weight_digest=DIGEST, model_dir="/d", version="1",
-                                reason="rollback")
-    assert first["spec"]["template"]["metadata"]["annotations"]["llmops.io/rolled-for"].startswith("rollback ")
+def test_a_manifest_of_another_model_is_refused() -> None:
+    hw = hardware("cpu")
+    with pytest.raises(RenderError, match="cannot serve model 'other'; fix: pass the deployment.json of a version"):
+        serve_champion(_gateway_settings(), "other", manifest=manifest(hw), hw=hw, reason="promote",
+                       objects=FakeApiServer().store())
 
 
 def test_gateway_canary_job_is_the_controller_alone() -> None:

@@ -14,13 +14,15 @@ from llmops.io import registry
 
 def promote(settings: Settings, *, model: str, version: str, run_id: str, tracking_uri: str,
             models_bucket: str) -> dict[str, Any]:
-    """Move ``champion``/``previous``, and write ``deployments/<model>/current.json`` with its history."""
+    """Move ``champion``/``previous``, write ``deployments/<model>/current.json`` with its history, and
+    serve the new champion (its serving inputs are checked before any alias moves)."""
     reg = registry.ModelRegistry(tracking_uri)
+    inputs = _serving_inputs(settings, reg.get(model, version).source)
     moved = reg.promote(model, version)
     record = _deployment_record(reg, model, moved["champion"], run_id, action="promote")
     reg.tag(model, version, {registry.STATUS_TAG: "champion", "llmops.promoted_by": run_id})
     _write_current(models_bucket, model, record)
-    return {**moved, "deployment": record, "serving": _serve(settings, record, reason="promote")}
+    return {**moved, "deployment": record, "serving": _serve(settings, reg, record, inputs, reason="promote")}
 
 
 def rollback(settings: Settings, *, model: str, run_id: str, tracking_uri: str,
@@ -51,13 +53,15 @@ def rollback(settings: Settings, *, model: str, run_id: str, tracking_uri: str,
         if not s3io.create_json(s3, models_bucket, intent_key, intent):
             intent = s3io.read_json(s3, models_bucket, intent_key)  # a concurrent attempt decided first
     plan = rollback_plan(intent, None, None, run_id)
+    # The previous version serves on what it pinned (runtime image included): checked before any alias moves.
+    inputs = _serving_inputs(settings, reg.get(model, plan["champion"]).source)
     reg.set_alias(model, registry.CHAMPION, plan["champion"])
     reg.set_alias(model, registry.PREVIOUS, plan["previous"])
     reg.tag(model, plan["rolled_back"], {registry.STATUS_TAG: "rolled_back", "llmops.rolled_back_by": run_id})
     moved = {"champion": plan["champion"], "rolled_back": plan["rolled_back"]}
     record = _deployment_record(reg, model, moved["champion"], run_id, action="rollback")
     _write_current(models_bucket, model, record)
-    return {**moved, "deployment": record, "serving": _serve(settings, record, reason="rollback")}
+    return {**moved, "deployment": record, "serving": _serve(settings, reg, record, inputs, reason="rollback")}
 
 
 def _safe_key(run_id: str) -> str:
@@ -65,12 +69,44 @@ def _safe_key(run_id: str) -> str:
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in run_id)
 
 
-def _serve(settings: Settings, record: dict[str, Any], reason: str) -> dict[str, Any]:
-    """The serving route follows the registry: ``<model>-stable`` rolled to the record's version."""
-    from llmops.serving.deployments import serve_champion
+SERVING_DOCUMENT_TAG = "llmops.serving_document"
+SERVING_SHA256_TAG = "llmops.serving_document_sha256"
 
-    return serve_champion(settings, record["model"], version=record["version"], weights_uri=record["weights_uri"],
-                          weight_digest=record["pins"].get("weight_digest", ""), reason=reason)
+
+def _serving_inputs(settings: Settings, weights_uri: str) -> tuple[Any, Any]:
+    """The version's deployment manifest (``deployment.json`` beside its weights) and the default
+    hardware class, refused (:class:`~llmops.serving.render.RenderError`, naming the file and the fix)
+    when the class's config no longer hashes to the version's pin."""
+    from llmops.core.hardware import config_path, load_hardware_class
+    from llmops.io import s3 as s3io
+    from llmops.serving.objects import read_deployment_manifest
+    from llmops.serving.render import check_hardware_pin
+
+    manifest = read_deployment_manifest(s3io.client_from_connection(), weights_uri)
+    hw = load_hardware_class(settings.default_hardware_class, settings.hardware_configs_dir)
+    check_hardware_pin(manifest, hw, config_path(hw.name, settings.hardware_configs_dir))
+    return manifest, hw
+
+
+def _serve(settings: Settings, reg: registry.ModelRegistry, record: dict[str, Any], inputs: tuple[Any, Any],
+           reason: str) -> dict[str, Any]:
+    """The serving objects follow the registry: ``<model>-stable`` applied for the record's version.
+
+    Rendered from the version's own ``deployment.json`` (the runtime image it was qualified on, a
+    rollback's included) and the default hardware class (``inputs``, from :func:`_serving_inputs`).
+    The rendered document is stored beside ``deployment.json`` as ``serving-stable.json`` and
+    named on the model version (tags ``llmops.serving_document`` and ``..._sha256``); the result
+    carries its URI and SHA-256 instead of the text.
+    """
+    from llmops.io import s3 as s3io
+    from llmops.serving.deployments import serve_champion
+    from llmops.serving.objects import write_serving_document
+
+    manifest, hw = inputs
+    served = serve_champion(settings, record["model"], manifest=manifest, hw=hw, reason=reason)
+    uri = write_serving_document(s3io.client_from_connection(), record["weights_uri"], served.pop("document"))
+    reg.tag(record["model"], record["version"], {SERVING_DOCUMENT_TAG: uri, SERVING_SHA256_TAG: served["sha256"]})
+    return {**served, "document_uri": uri}
 
 
 def claim_model(model: str, run_id: str, holder_alive: Any) -> tuple[bool, str]:

@@ -5,42 +5,47 @@ Two modes, chosen by ``LLMOPS_CANARY_ROUTER`` (:attr:`llmops.config.settings.Set
 ``gateway`` (a cluster)
     Each model has long-lived Deployments ``<model>-stable`` (the champion) and
     ``<model>-canary`` (a candidate, during a canary), Services of the same names, and an
-    HTTPRoute ``<model>`` splitting traffic between them (Gateway API). Both Deployments follow
-    the contract of :func:`serve_version_patch`: an init container ``fetch-weights`` and a
-    container ``vllm`` read ``LLMOPS_WEIGHTS_URI`` / ``LLMOPS_WEIGHT_DIGEST`` / ``LLMOPS_MODEL_DIR``
-    (``vllm serve $(LLMOPS_MODEL_DIR)``), so pointing one at a version is a patch of those and a
-    rolling update: the init container verifies the digest before vLLM starts, as in every pod.
-    Restoring the champion = HTTPRoute weights 100/0 to stable; promoting or rolling back =
-    roll ``<model>-stable`` to the new champion, wait until it is rolled out, then 100/0.
+    HTTPRoute ``<model>`` splitting traffic between them (Gateway API). The project owns them:
+    they are rendered from the served version's pinned deployment manifest and its hardware
+    class (:mod:`llmops.serving.render`) and applied by server-side apply
+    (:mod:`llmops.serving.objects`). Promoting or rolling back = apply ``<model>-stable`` for the
+    new champion, wait until it is rolled out, then apply the route 100/0; a canary = apply the
+    route with 0 to canary, then ``<model>-canary`` for the candidate (the canary controller moves
+    the weights from there). Restoring the champion = HTTPRoute weights 100/0 to stable.
 
 ``nginx`` (the embedded default)
     The proxy and both vLLM servers live inside the canary pod: nothing serves the model
     between pipeline runs, and the split ends with the pod (the local launcher kills the pod's
-    whole process group, nginx included). The functions here then record that there is no
-    persistent route to change rather than pretend to change one.
+    whole process group, nginx included). The same objects are rendered and applied to the local
+    store (:class:`~llmops.serving.objects.LocalServingObjects`), so what a cluster would run is
+    recorded and reproducible; there is no persistent route to restore.
 
-The pure parts (names, patches, decisions) are separate from the Kubernetes I/O.
+The pure parts (names, rendering, decisions) are separate from the Kubernetes I/O.
 """
 
 from __future__ import annotations
 
-import time
+import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from llmops.config.settings import Settings
-from llmops.io import kube
+from llmops.core.deployment import DeploymentManifest
+from llmops.core.hardware import HardwareClass
+from llmops.serving.objects import ServingObjects, ServingRouteError, rolled_out, serving_objects
+from llmops.serving.render import (
+    DIGEST_ANNOTATION,
+    VERSION_ANNOTATION,
+    RenderError,
+    render_role,
+    serving_document,
+)
+from llmops.serving.routers import CANARY, STABLE
 
-VERSION_ANNOTATION = "llmops.io/model-version"
-DIGEST_ANNOTATION = "llmops.io/weight-digest"
-REASON_ANNOTATION = "llmops.io/rolled-for"
 FETCH_CONTAINER = "fetch-weights"
 SERVING_CONTAINER = "vllm"
-
-
-class ServingRouteError(RuntimeError):
-    """The serving route could not be restored or rolled; the message says what to check."""
+__all__ = ["DIGEST_ANNOTATION", "VERSION_ANNOTATION", "ServingRouteError", "rolled_out"]
 
 
 @dataclass(frozen=True)
@@ -67,54 +72,20 @@ class ServingRoute:
                 "--stable-service", self.stable, "--canary-service", self.canary, "--gateway-url", self.gateway_url]
 
 
-def serve_version_patch(*, weights_uri: str, weight_digest: str, model_dir: str, version: str,
-                        reason: str) -> dict[str, Any]:
-    """Strategic-merge patch pointing a serving Deployment at one model version.
-
-    Containers merge by name, so only the two named containers' variables change; the changed
-    pod-template annotations make the rollout happen even when re-serving the same version.
-    """
-    env = [{"name": "LLMOPS_WEIGHTS_URI", "value": weights_uri},
-           {"name": "LLMOPS_WEIGHT_DIGEST", "value": weight_digest},
-           {"name": "LLMOPS_MODEL_DIR", "value": model_dir}]
-    return {"spec": {"template": {
-        "metadata": {"annotations": {VERSION_ANNOTATION: version, DIGEST_ANNOTATION: weight_digest,
-                                     REASON_ANNOTATION: f"{reason} {datetime.now(UTC).isoformat()}"}},
-        "spec": {"initContainers": [{"name": FETCH_CONTAINER, "env": env}],
-                 "containers": [{"name": SERVING_CONTAINER, "env": env}]},
-    }}}
-
-
-def rolled_out(deployment: dict[str, Any]) -> bool:
-    """``kubectl rollout status`` semantics: the controller saw the latest spec and every replica
-    is updated and available, with no old replica left."""
-    meta, spec, status = deployment.get("metadata", {}), deployment.get("spec", {}), deployment.get("status", {})
-    wanted = spec.get("replicas", 1)
-    return (status.get("observedGeneration", 0) >= meta.get("generation", 0)
-            and status.get("updatedReplicas", 0) >= wanted
-            and status.get("replicas", 0) <= status.get("updatedReplicas", 0)
-            and status.get("availableReplicas", 0) >= wanted)
-
-
 class GatewayServing:
-    """Gateway-mode I/O: HTTPRoute weights (through the canary's router) and Deployment rollouts.
+    """Gateway-mode I/O: the HTTPRoute's weights, through the canary's router.
 
-    ``apps_api`` is a ``kubernetes.client.AppsV1Api`` and ``router`` a
-    :class:`~llmops.serving.gateway_router.GatewayHttpRouteRouter`; both are built from the in-cluster config
-    unless given (tests give fakes of the Kubernetes API).
+    ``router`` is a :class:`~llmops.serving.gateway_router.GatewayHttpRouteRouter`, built from the
+    in-cluster config unless given (tests give a fake of the Kubernetes API).
     """
 
-    def __init__(self, route: ServingRoute, *, apps_api: Any = None, router: Any = None,
-                 rollout_timeout_s: float = 900.0, poll_s: float = 2.0) -> None:
+    def __init__(self, route: ServingRoute, *, router: Any = None) -> None:
         from llmops.serving.gateway_router import GatewayHttpRouteRouter
 
         self.route = route
-        self.apps_api = apps_api if apps_api is not None else kube.apps_api()
         self.router = router if router is not None else GatewayHttpRouteRouter(
             route=route.route, namespace=route.namespace, stable_service=route.stable,
             canary_service=route.canary, endpoint=route.gateway_url)
-        self.rollout_timeout_s = rollout_timeout_s
-        self.poll_s = poll_s
 
     def all_to_stable(self) -> dict[str, Any]:
         """HTTPRoute 100/0 to stable, confirmed by the Gateway (idempotent)."""
@@ -122,22 +93,6 @@ class GatewayServing:
         change = self.router.set_weights(0)
         return {"weights_before": list(before), "weights": [change.stable, change.canary],
                 "applied_s": round(change.applied_s, 3)}
-
-    def roll(self, deployment: str, patch: dict[str, Any]) -> float:
-        """Patch ``deployment`` and wait until the rollout finished; returns the seconds it took."""
-        started = time.monotonic()
-        self.apps_api.patch_namespaced_deployment(name=deployment, namespace=self.route.namespace, body=patch)
-        while True:
-            current = self.apps_api.read_namespaced_deployment_status(name=deployment,
-                                                                       namespace=self.route.namespace)
-            if rolled_out(_as_dict(current)):
-                return time.monotonic() - started
-            if time.monotonic() - started > self.rollout_timeout_s:
-                raise ServingRouteError(
-                    f"Deployment {self.route.namespace}/{deployment} not rolled out within "
-                    f"{self.rollout_timeout_s:g}s: check `kubectl rollout status deployment/{deployment} "
-                    f"-n {self.route.namespace}` (a digest mismatch stops the fetch-weights init container)")
-            time.sleep(self.poll_s)
 
 
 def restore_champion_routing(settings: Settings, model: str, *,
@@ -154,37 +109,49 @@ def restore_champion_routing(settings: Settings, model: str, *,
     return {"router": "gateway", "action": "all_to_stable", **serving.all_to_stable()}
 
 
-def serve_champion(settings: Settings, model: str, *, version: str, weights_uri: str, weight_digest: str,
-                   reason: str, serving: GatewayServing | None = None) -> dict[str, Any]:
-    """Roll ``<model>-stable`` to ``version`` (promotion or rollback), then route it all traffic."""
-    from llmops.serving.weights import model_dir
-
-    if settings.canary_router != "gateway":
-        return {"router": settings.canary_router, "action": "none",
-                "why": "no long-lived serving on the embedded default: the next pod serves from current.json"}
-    serving = serving or GatewayServing(ServingRoute.for_model(settings, model))
-    patch = serve_version_patch(weights_uri=weights_uri, weight_digest=weight_digest,
-                                model_dir=model_dir(model, weight_digest), version=version, reason=reason)
-    rollout_s = serving.roll(serving.route.stable, patch)
-    return {"router": "gateway", "action": "rolled_stable", "version": version, "rollout_s": round(rollout_s, 3),
-            **serving.all_to_stable()}
+def roll(objects: ServingObjects, rendered: Sequence[dict[str, Any]]) -> float:
+    """Apply ``rendered`` in order, waiting after each Deployment until it is rolled out (so a
+    route applied after it never sends traffic to a half-rolled Deployment); the seconds waited."""
+    waited = 0.0
+    for obj in rendered:
+        objects.apply(obj)
+        if obj["kind"] == "Deployment":
+            waited += objects.wait_rolled_out(obj["metadata"]["name"])
+    return waited
 
 
-def serve_candidate(settings: Settings, model: str, *, version: str, weights_uri: str, weight_digest: str,
-                    serving: GatewayServing | None = None) -> dict[str, Any]:
-    """Before a gateway canary: route nothing to canary, then roll ``<model>-canary`` to the candidate."""
-    from llmops.serving.weights import model_dir
+def serve_champion(settings: Settings, model: str, *, manifest: DeploymentManifest, hw: HardwareClass,
+                   reason: str, objects: ServingObjects | None = None) -> dict[str, Any]:
+    """Serve ``manifest``'s version as ``<model>-stable`` (promotion or rollback), then route it all traffic.
 
-    serving = serving or GatewayServing(ServingRoute.for_model(settings, model))
-    routed = serving.all_to_stable()
-    patch = serve_version_patch(weights_uri=weights_uri, weight_digest=weight_digest,
-                                model_dir=model_dir(model, weight_digest), version=version, reason="canary")
-    return {**routed, "rollout_s": round(serving.roll(serving.route.canary, patch), 3)}
+    Applies the Deployment and Service rendered from the manifest and ``hw``, waits for the
+    rollout, then applies the HTTPRoute 100/0. Returns the rendered ``document``
+    (:func:`~llmops.serving.render.serving_document`, for the caller to store) and its ``sha256``.
+    """
+    return _serve(settings, model, STABLE, manifest=manifest, hw=hw, objects=objects, reason=reason)
 
 
-def _as_dict(obj: Any) -> dict[str, Any]:
-    if isinstance(obj, dict):
-        return obj
-    from kubernetes import client
+def serve_candidate(settings: Settings, model: str, *, manifest: DeploymentManifest, hw: HardwareClass,
+                    extra_vllm_args: Sequence[str] = (), objects: ServingObjects | None = None) -> dict[str, Any]:
+    """Before a gateway canary: the route with nothing to canary, then ``<model>-canary`` serving the candidate.
 
-    return client.ApiClient().sanitize_for_serialization(obj)
+    ``extra_vllm_args`` (``canary_vllm_args``) go to the canary Deployment only, and must be
+    checked by the caller (``llmops.canary.plan.check_extra_args`` with ``managed_flags``).
+    """
+    return _serve(settings, model, CANARY, manifest=manifest, hw=hw, objects=objects, reason="canary",
+                  extra_vllm_args=extra_vllm_args)
+
+
+def _serve(settings: Settings, model: str, role: str, *, manifest: DeploymentManifest, hw: HardwareClass,
+           objects: ServingObjects | None, reason: str, extra_vllm_args: Sequence[str] = ()) -> dict[str, Any]:
+    if manifest.model_name != model:
+        raise RenderError(f"deployment manifest of {manifest.model_name!r} version {manifest.model_version} cannot "
+                          f"serve model {model!r}; fix: pass the deployment.json of a version of {model!r}")
+    rendered = render_role(manifest, hw, settings, role=role, extra_vllm_args=extra_vllm_args)
+    document = serving_document(rendered)
+    objects = objects if objects is not None else serving_objects(settings)
+    rollout_s = roll(objects, rendered)
+    return {"router": settings.canary_router, "action": f"applied_{role}", "role": role, "model": model,
+            "version": manifest.model_version, "reason": reason, "rollout_s": round(rollout_s, 3),
+            "objects": [f"{obj['kind']}/{obj['metadata']['name']}" for obj in rendered],
+            "document": document, "sha256": hashlib.sha256(document.encode()).hexdigest()}

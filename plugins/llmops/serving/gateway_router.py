@@ -1,7 +1,8 @@
 """The production traffic router: a Gateway API ``HTTPRoute``'s ``backendRefs`` weights.
 
-Patches the weights through the Kubernetes API, then reads them back and waits until the
-Gateway reports the new generation ``Accepted``.
+Patches the weights through the Kubernetes API (field manager ``llmops``, the owner of the rendered
+route: see :mod:`llmops.serving.render`), then reads them back and waits until the Gateway reports
+the new generation ``Accepted``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from llmops.serving.routers import BACKEND_HEADER, CANARY, STABLE, RouterError, 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 GATEWAY_VERSION = "v1"
 HTTPROUTE_PLURAL = "httproutes"
+FIELD_MANAGER = "llmops"
+"""The field manager of every write of the project's serving objects: the router's weight patches
+and the server-side applies of :mod:`llmops.serving.objects` are one manager, so they do not fight."""
 
 
 def backend_filter(role: str) -> dict[str, Any]:
@@ -119,7 +123,7 @@ class GatewayHttpRouteRouter:
                                         canary_service=self.canary_service, canary_percent=percent)
         patched = self.api.patch_namespaced_custom_object(
             group=GATEWAY_GROUP, version=GATEWAY_VERSION, namespace=self.namespace, plural=HTTPROUTE_PLURAL,
-            name=self.route, body=patch)
+            name=self.route, body=patch, field_manager=FIELD_MANAGER)
         generation = (patched or {}).get("metadata", {}).get("generation")
         confirmed_at = self._await_accepted(generation, percent)
         return WeightChange(100 - percent, percent, time.perf_counter() - started, confirmed_at)

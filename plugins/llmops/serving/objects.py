@@ -26,10 +26,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from llmops.config.settings import Settings
+from llmops.core.deployment import DeploymentManifest
+from llmops.core.limits import MANIFEST_MAX_BYTES
 from llmops.io import kube
-from llmops.serving.gateway_router import GATEWAY_GROUP, GATEWAY_VERSION, HTTPROUTE_PLURAL
+from llmops.io import s3 as s3io
+from llmops.serving.gateway_router import FIELD_MANAGER, GATEWAY_GROUP, GATEWAY_VERSION, HTTPROUTE_PLURAL
 
-FIELD_MANAGER = "llmops"
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
 KINDS = ("Deployment", "Service", "HTTPRoute")
 
@@ -202,6 +204,33 @@ def serving_objects(settings: Settings) -> ServingObjects:
     if settings.canary_router == "gateway":
         return KubernetesServingObjects(settings.namespace)
     return LocalServingObjects(settings.data_dir / "serving" / settings.namespace)
+
+
+def deployment_manifest_uri(weights_uri: str) -> str:
+    """``<weights_uri>/deployment.json``: where the stage job pinned the version."""
+    return weights_uri.rstrip("/") + "/deployment.json"
+
+
+def serving_document_uri(weights_uri: str, role: str = "stable") -> str:
+    """``<weights_uri>/serving-<role>.json``: the serving objects last applied for the version as ``role``."""
+    return weights_uri.rstrip("/") + f"/serving-{role}.json"
+
+
+def read_deployment_manifest(s3: Any, weights_uri: str) -> DeploymentManifest:
+    """The version's deployment manifest, read from beside its weights (validated, at most
+    :data:`~llmops.core.limits.MANIFEST_MAX_BYTES`)."""
+    uri = deployment_manifest_uri(weights_uri)
+    bucket, key = s3io.parse_s3_uri(uri)
+    body, _ = s3io.read_bytes(s3, bucket, key, max_bytes=MANIFEST_MAX_BYTES, what="the deployment manifest",
+                              fix="the stage job writes it beside the weights: re-stage the version")
+    return DeploymentManifest.from_json(body, uri)
+
+
+def write_serving_document(s3: Any, weights_uri: str, document: str, role: str = "stable") -> str:
+    """Store ``document`` (exactly its bytes) beside the version's ``deployment.json``; its URI."""
+    bucket, key = s3io.parse_s3_uri(serving_document_uri(weights_uri, role))
+    s3.put_object(Bucket=bucket, Key=key, Body=document.encode(), ContentType="application/json")
+    return s3io.s3_uri(bucket, key)
 
 
 def _as_dict(obj: Any) -> dict[str, Any]:

@@ -25,14 +25,15 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from llmops.config.settings import Settings
+from llmops.config.settings import PROJECT_ROOT, Settings
 from llmops.core.deployment import DeploymentManifest
 from llmops.core.hardware import HardwareClass
 from llmops.core.podjob import Container, literal
-from llmops.serving.gateway_router import GATEWAY_GROUP, GATEWAY_VERSION, backend_filter
+from llmops.serving.gateway_router import FIELD_MANAGER, GATEWAY_GROUP, GATEWAY_VERSION, backend_filter
 from llmops.serving.routers import CANARY, STABLE, check_percent
 from llmops.serving.vllm import (
     DEFAULT_VLLM_PORT,
@@ -74,7 +75,7 @@ LIVENESS_FAILURE_THRESHOLD = 3
 MODEL_LABEL = "llmops.io/model"
 ROLE_LABEL = "llmops.io/role"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
-MANAGER = "llmops"
+MANAGER = FIELD_MANAGER
 VERSION_ANNOTATION = "llmops.io/model-version"
 DIGEST_ANNOTATION = "llmops.io/weight-digest"
 RUNTIME_IMAGE_ANNOTATION = "llmops.io/runtime-image"
@@ -117,11 +118,6 @@ def render_serving(manifest: DeploymentManifest, hw: HardwareClass, settings: Se
     if not manifest.model_version:
         raise RenderError(f"deployment manifest of {manifest.model_name!r}: model_version is not set; fix: serve "
                           f"the deployment.json of a registered version (the stage job writes it beside the weights)")
-    if hw.name not in manifest.hardware_configs:
-        raise RenderError(f"deployment manifest of {manifest.model_name!r} version {manifest.model_version}: "
-                          f"hardware_configs has no entry for class {hw.name!r} (it pins "
-                          f"{', '.join(sorted(manifest.hardware_configs))}); fix: serve it on one of those classes "
-                          f"or qualify the version on {hw.name!r}")
     labels = {MODEL_LABEL: manifest.model_name, ROLE_LABEL: role}
     annotations = {
         VERSION_ANNOTATION: manifest.model_version,
@@ -132,6 +128,27 @@ def render_serving(manifest: DeploymentManifest, hw: HardwareClass, settings: Se
     }
     return [_deployment(manifest, hw, settings, name, labels, annotations, extra_vllm_args),
             _service(settings, name, labels, annotations)]
+
+
+def check_hardware_pin(manifest: DeploymentManifest, hw: HardwareClass, config_file: str | Path) -> None:
+    """Refuse (:class:`RenderError`) to serve ``manifest`` on ``hw`` unless ``hw``'s config hashes to
+    the manifest's pin for that class: what serves must be what was qualified.
+
+    ``config_file`` is the class's YAML (named in the message with the fix).
+    """
+    path = Path(config_file)
+    config_file = path.relative_to(PROJECT_ROOT) if path.is_relative_to(PROJECT_ROOT) else path
+    pinned = manifest.hardware_configs.get(hw.name)
+    where = f"deployment manifest of {manifest.model_name!r} version {manifest.model_version}"
+    if pinned is None:
+        raise RenderError(f"{where}: hardware_configs has no entry for class {hw.name!r} (it pins "
+                          f"{', '.join(sorted(manifest.hardware_configs))}); fix: serve it on one of those classes "
+                          f"(LLMOPS_DEFAULT_HARDWARE_CLASS) or qualify the version on {hw.name!r}")
+    if pinned != hw.config_hash:
+        raise RenderError(f"{config_file}: config hash {hw.config_hash} differs from hardware_configs.{hw.name} "
+                          f"{pinned} pinned by the {where}; fix: check out the commit whose {config_file} has "
+                          f"hash {pinned} (git log -- {config_file}), or re-qualify the version on the changed "
+                          f"class before it serves")
 
 
 def render_route(model: str, settings: Settings, *, canary_percent: int = 0) -> dict[str, Any]:
@@ -168,13 +185,13 @@ def render_route(model: str, settings: Settings, *, canary_percent: int = 0) -> 
 
 def render_role(manifest: DeploymentManifest, hw: HardwareClass, settings: Settings, *, role: str,
                 extra_vllm_args: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """Everything applied when ``role`` is served: :func:`render_serving`, and for ``stable`` the
-    route 100/0 too (a new champion takes all the traffic; a canary starts at 0 and the canary
-    controller moves the weights)."""
+    """Everything applied, in order, when ``role`` is served: the :func:`render_serving` objects
+    and the model's route at 0% canary, after them for ``stable`` (a new champion takes all the
+    traffic once rolled out), before them for ``canary`` (no request reaches a candidate before
+    the canary controller moves the weights)."""
     objects = render_serving(manifest, hw, settings, role=role, extra_vllm_args=extra_vllm_args)
-    if role == STABLE:
-        objects.append(render_route(manifest.model_name, settings, canary_percent=0))
-    return objects
+    route = render_route(manifest.model_name, settings, canary_percent=0)
+    return [*objects, route] if role == STABLE else [route, *objects]
 
 
 def serving_document(objects: list[dict[str, Any]]) -> str:
