@@ -19,6 +19,7 @@ from __future__ import annotations
 from airflow.sdk import DAG, Param, task
 
 from llmops.config import dag_defaults, settings
+from llmops.serving.assets import SERVING_CHANGED
 
 SETTINGS = settings.load()
 
@@ -38,7 +39,7 @@ with DAG(
     },
 ) as dag:
 
-    @task(task_id="rollback", multiple_outputs=True)
+    @task(task_id="rollback", multiple_outputs=True, outlets=[SERVING_CHANGED])
     def rollback(params: dict | None = None, run_id: str | None = None) -> dict:
         """Aliases back one step, then routing to the restored champion (idempotent per run: a
         retry after success moves nothing twice)."""
