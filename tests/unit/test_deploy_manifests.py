@@ -19,8 +19,7 @@ import pytest
 import yaml
 
 from llmops.config import settings as settings_mod
-from llmops.config.kubernetes import KUBERNETES_MIN_VERSION
-from llmops.launch.pod_policy import MODEL_CACHE_CLAIM
+from llmops.config.kubernetes import KUBERNETES_MIN_VERSION, MODEL_CACHE_CLAIM
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -135,6 +134,9 @@ def test_the_names_the_code_uses_exist() -> None:
     assert conf.service_account in accounts, f"no ServiceAccount {conf.service_account} in deploy/"
     # Job pods get a token only when a job asks for it (the launcher sets it per pod).
     assert accounts[conf.service_account]["automountServiceAccountToken"] is False
+    from llmops.serving.render import MODEL_CACHE_CLAIM as SERVING_CLAIM
+
+    assert SERVING_CLAIM == MODEL_CACHE_CLAIM, "serving Deployments and job pods mount the same cache"
     claim = _objects("PersistentVolumeClaim")[MODEL_CACHE_CLAIM]
     assert "storageClassName" not in claim["spec"], "leave the storage class to the cluster default"
     assert claim["spec"]["accessModes"] == ["ReadWriteMany"], "pods on several nodes mount the cache"

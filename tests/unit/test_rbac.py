@@ -46,8 +46,8 @@ METHODS: dict[str, tuple[str, str, frozenset[str]]] = {
     "patch_namespaced_pod": ("", "pods", frozenset({"patch"})),
     "delete_namespaced_pod": ("", "pods", frozenset({"delete"})),
     "read_namespaced_pod_log": ("", "pods/log", frozenset({"get"})),
-    # The client's exec is a websocket upgrade of a GET; since Kubernetes 1.30 it is also
-    # authorized as create (AuthorizePodWebsocketUpgradeCreatePermission).
+    # The client's exec is a websocket upgrade of a GET; from Kubernetes 1.35 it is also
+    # authorized as create (AuthorizePodWebsocketUpgradeCreatePermission, beta, on by default).
     "connect_get_namespaced_pod_exec": ("", "pods/exec", frozenset({"get", "create"})),
     "connect_post_namespaced_pod_exec": ("", "pods/exec", frozenset({"create"})),
     "list_namespaced_event": ("", "events", frozenset({"list"})),

@@ -25,3 +25,7 @@ installed separately).
 KUBERNETES_CONN_ID = "kubernetes_default"
 """The Airflow connection the ``KubernetesPodOperator`` reads (cluster, namespace, and the
 ``xcom_sidecar_container_*`` extras of the XCom sidecar it adds to every pod)."""
+
+MODEL_CACHE_CLAIM = "llmops-model-cache"
+"""The PersistentVolumeClaim every serving pod mounts as its model cache (``deploy/`` creates it;
+the launcher's ``model_cache_claim`` argument overrides it per task)."""

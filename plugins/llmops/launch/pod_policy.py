@@ -13,10 +13,8 @@ from typing import Any
 
 from llmops.config.images import image_repository, is_pinned_by_digest
 from llmops.config.kubernetes import KUBERNETES_CONN_ID
+from llmops.config.kubernetes import MODEL_CACHE_CLAIM as MODEL_CACHE_CLAIM  # the claim ``model_cache`` volumes mount
 from llmops.core.podjob import PodJobError
-
-MODEL_CACHE_CLAIM = "llmops-model-cache"
-"""PersistentVolumeClaim mounted for ``model_cache`` volumes (operator argument ``model_cache_claim``)."""
 
 RUN_AS_USER = 1000
 RUN_AS_GROUP = 1000
