@@ -1,5 +1,6 @@
-"""What every pod the kubernetes launcher renders must satisfy: pinned images, the restricted
-security identity, GPU resource name, probe and start-up budgets.
+"""What every pod the kubernetes launcher renders must satisfy: pinned images (the provider's
+XCom sidecar too, memory-limited), the restricted security identity, GPU resource name, probe
+and start-up budgets.
 
 Pure (no Kubernetes client): both the parse-time operator (:mod:`.kubernetes`) and the
 execute-time pod builder (:mod:`.kubernetes_pod`) read it.
