@@ -21,37 +21,44 @@ VLLM = "spec.template.spec.containers[vllm]"
 
 
 def _promoted(platform, model: str):
-    """A version staged (deployment.json beside its weights) and recorded as serving in current.json,
-    its pinned render applied to the local store, as promote leaves them."""
+    """A version staged (deployment.json beside its weights) and promoted: current.json names it and
+    promote applied its render to the local store. Returns the store and the pinned objects."""
     from llmops.config import settings
     from llmops.core.deployment import DeploymentManifest
     from llmops.core.hardware import load_hardware_class
     from llmops.io import s3 as s3io
-    from llmops.refresh.deploy_history import next_current
+    from llmops.io.registry import ModelRegistry
+    from llmops.refresh import actions
     from llmops.serving.objects import serving_objects
     from llmops.serving.render import render_route, render_serving
 
     conf = settings.load()
     hw = load_hardware_class(conf.default_hardware_class, conf.hardware_configs_dir)
     weights_uri = f"s3://{BUCKET}/models/{model}/sha256-{DIGEST}/"
+    reg = ModelRegistry(platform.endpoints.mlflow_url)
+    version, _ = reg.register(model, weights_uri, {"weight_digest": DIGEST, "runtime_image": IMAGE})
     manifest = DeploymentManifest(
         model_name=model, weight_digest=DIGEST, weights_uri=weights_uri, runtime_image=IMAGE,
         runtime_version="0.11.0", hardware_configs={hw.name: hw.config_hash}, tokenizer_hash="b" * 64,
-        chat_template_hash="c" * 64, created_at=datetime.now(UTC).isoformat(), model_version="1")
+        chat_template_hash="c" * 64, created_at=datetime.now(UTC).isoformat(), model_version=version.version)
     s3 = s3io.client(endpoint_url=platform.endpoints.s3_url)
     s3io.write_json(s3, BUCKET, f"models/{model}/sha256-{DIGEST}/deployment.json", manifest.to_dict())
-    record = {"model": model, "version": "1", "weights_uri": weights_uri, "pins": {"weight_digest": DIGEST},
-              "action": "promote", "airflow_run_id": "promote-1", "at": datetime.now(UTC).isoformat()}
-    s3io.write_json(s3, BUCKET, f"deployments/{model}/current.json", next_current(None, record))
-    store = serving_objects(conf)
+    actions.promote(conf, model=model, version=version.version, run_id=f"promote-{version.version}",
+                    tracking_uri=platform.endpoints.mlflow_url, models_bucket=BUCKET)
     objects = [*render_serving(manifest, hw, conf, role="stable"), render_route(model, conf, canary_percent=0)]
-    for obj in objects:
-        store.apply(obj)
-    return store, objects
+    return serving_objects(conf), objects
 
 
-def _run(dag, model: str, **conf):
-    run = dag.test(run_conf={"model": model, **conf})
+@pytest.fixture(scope="module")
+def dag(airflow_db, platform):
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(ROOT / "dags" / "serving_reconcile.py")).dags["serving_reconcile"]
+
+
+def _run(dag, model: str, *, reapply: bool = False):
+    # Every Param given: dag.test's run_conf lingers in the DAG object's params for its next run.
+    run = dag.test(run_conf={"model": model, "reapply": reapply})
     [report] = next(ti for ti in run.get_task_instances() if ti.task_id == "reconcile").xcom_pull(
         task_ids="reconcile")
     return run, report
@@ -75,13 +82,10 @@ def _set_flag(flag: str, value: str):
     return edit
 
 
-def test_reconcile_names_hand_edits_and_reapply_restores_the_render(airflow_db, platform) -> None:
-    from airflow.dag_processing.dagbag import DagBag
-
+def test_reconcile_names_hand_edits_and_reapply_restores_the_render(dag, platform) -> None:
     model = f"recon-{uuid.uuid4().hex[:8]}"
     store, objects = _promoted(platform, model)
     stable = f"{model}-stable"
-    dag = DagBag(dag_folder=str(ROOT / "dags" / "serving_reconcile.py")).dags["serving_reconcile"]
 
     run, report = _run(dag, model)
     assert run.state == "success", report
@@ -124,15 +128,12 @@ def test_reconcile_names_hand_edits_and_reapply_restores_the_render(airflow_db, 
     assert run.state == "success" and report["status"] == "ok"
 
 
-def test_a_missing_object_and_a_model_never_promoted(airflow_db, platform) -> None:
-    from airflow.dag_processing.dagbag import DagBag
-
+def test_a_missing_object_and_a_model_never_promoted(dag, platform) -> None:
     model = f"recon-{uuid.uuid4().hex[:8]}"
     store, _ = _promoted(platform, model)
     store.path("Service", f"{model}-stable").unlink()
-    dag = DagBag(dag_folder=str(ROOT / "dags" / "serving_reconcile.py")).dags["serving_reconcile"]
     run, report = _run(dag, model)
-    assert run.state == "failed"
+    assert run.state == "failed", report
     assert [(f["kind"], f["field"]) for f in report["findings"]] == [("Service", "(object)")]
 
     run, report = _run(dag, f"never-{uuid.uuid4().hex[:8]}")

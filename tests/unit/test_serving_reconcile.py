@@ -113,9 +113,9 @@ def as_stored(obj: dict[str, Any]) -> dict[str, Any]:
                 ref = var.get("valueFrom", {}).get("fieldRef")
                 if ref is not None:
                     ref["apiVersion"] = "v1"
-            resources = container.get("resources", {})
-            if resources:
-                resources["requests"] = {"cpu": "1", "memory": "1Gi"}  # canonical form of 1000m / 1024Mi
+            for group in container.get("resources", {}).values():
+                for resource, value in group.items():
+                    group[resource] = canonical(value)
     elif stored["kind"] == "Service":
         spec.update({"clusterIP": "10.96.0.12", "clusterIPs": ["10.96.0.12"], "type": "ClusterIP",
                      "sessionAffinity": "None", "ipFamilies": ["IPv4"], "internalTrafficPolicy": "Cluster"})
@@ -129,6 +129,16 @@ def as_stored(obj: dict[str, Any]) -> dict[str, Any]:
                 ref.update({"group": "", "kind": "Service"})
         stored["status"] = {"parents": [{"conditions": [{"type": "Accepted", "status": "True"}]}]}
     return stored
+
+
+def canonical(quantity: str) -> str:
+    """The API server's canonical form of a quantity (``1000m`` -> ``1``, ``1024Mi`` -> ``1Gi``)."""
+    text = str(quantity)
+    if text.endswith("m") and text[:-1].isdigit() and int(text[:-1]) % 1000 == 0:
+        return str(int(text[:-1]) // 1000)
+    if text.endswith("Mi") and text[:-2].isdigit() and int(text[:-2]) % 1024 == 0:
+        return f"{int(text[:-2]) // 1024}Gi"
+    return text
 
 
 def live_of(objects: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any] | None]:
@@ -450,3 +460,34 @@ def test_verdict_lists_every_drift_readably() -> None:
     assert verdict["reasons"][0] == (
         f"Deployment/tiny-chat-stable {VLLM}.args --enforce-eager: expected <missing>, live \"--enforce-eager\"; "
         "fix: re-apply the pinned render (trigger serving_reconcile with reapply=true)")
+
+
+# --- the project's own render -----------------------------------------------------------------
+
+@pytest.mark.parametrize("hw_name", ["cpu", "h100x1", "b200x4"])
+def test_the_real_render_as_stored_is_no_drift_and_an_edit_is(hw_name: str) -> None:
+    """What :mod:`llmops.serving.render` renders, read back as the API server stores it, is no drift
+    (its valueFrom secrets, named target ports, backend filters and parentRefs included)."""
+    from pathlib import Path
+
+    from llmops.config import settings as settings_mod
+    from llmops.core.deployment import DeploymentManifest
+    from llmops.core.hardware import load_hardware_class
+    from llmops.serving.render import render_route, render_serving
+
+    root = Path(__file__).resolve().parents[2]
+    hw = load_hardware_class(hw_name, root / "include" / "hardware_configs")
+    conf = settings_mod.load({"LLMOPS_LAUNCHER": "kubernetes",
+                              "LLMOPS_JOBS_IMAGE": JOBS_IMAGE, "LLMOPS_VLLM_IMAGE": IMAGE})
+    manifest = DeploymentManifest(
+        model_name="tiny-chat", weight_digest=DIGEST, weights_uri=WEIGHTS, runtime_image=IMAGE,
+        runtime_version="0.11.0", hardware_configs={hw.name: hw.config_hash}, tokenizer_hash="b" * 64,
+        chat_template_hash="c" * 64, created_at="2026-11-30T10:00:00+00:00", model_version="3")
+    rendered = [*render_serving(manifest, hw, conf, role="stable"), render_route("tiny-chat", conf)]
+    live = live_of(rendered)
+    assert diff_serving(rendered, live) == []
+
+    args = vllm(live)["args"]
+    args[args.index("--max-model-len") + 1] = "1"
+    drift = only(diff_serving(rendered, live))
+    assert drift.field == f"{VLLM}.args --max-model-len" and drift.actual == "--max-model-len 1"
