@@ -491,3 +491,118 @@ def test_the_real_render_as_stored_is_no_drift_and_an_edit_is(hw_name: str) -> N
     args[args.index("--max-model-len") + 1] = "1"
     drift = only(diff_serving(rendered, live))
     assert drift.field == f"{VLLM}.args --max-model-len" and drift.actual == "--max-model-len 1"
+
+
+# --- reconcile_io: the pinned render from S3, the local store, reapply ---------------------------
+
+@pytest.fixture
+def pinned_world(tmp_path):
+    """A models bucket (moto) where version 3 of tiny-chat serves, and an empty local store."""
+    from pathlib import Path
+
+    import boto3
+    from moto import mock_aws
+
+    from llmops.config import settings as settings_mod
+    from llmops.core.hardware import load_hardware_class
+    from llmops.io import s3 as s3io
+    from llmops.serving.objects import LocalServingObjects
+
+    root = Path(__file__).resolve().parents[2]
+    conf = settings_mod.load({"LLMOPS_JOBS_IMAGE": JOBS_IMAGE, "LLMOPS_VLLM_IMAGE": IMAGE,
+                              "LLMOPS_HARDWARE_CONFIGS_DIR": str(root / "include" / "hardware_configs")})
+    hw = load_hardware_class(conf.default_hardware_class, conf.hardware_configs_dir)
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="llmops-models")
+
+        def publish(hardware_configs: dict[str, str] | None = None, model_version: str = "3") -> None:
+            from llmops.core.deployment import DeploymentManifest
+
+            manifest = DeploymentManifest(
+                model_name="tiny-chat", weight_digest=DIGEST, weights_uri=WEIGHTS, runtime_image=IMAGE,
+                runtime_version="0.11.0", hardware_configs=hardware_configs or {hw.name: hw.config_hash},
+                tokenizer_hash="b" * 64, chat_template_hash="c" * 64, created_at="2026-11-30T10:00:00+00:00",
+                model_version=model_version)
+            _, key = s3io.parse_s3_uri(WEIGHTS + "deployment.json")
+            s3io.write_json(s3, "llmops-models", key, manifest.to_dict())
+            s3io.write_json(s3, "llmops-models", "deployments/tiny-chat/current.json",
+                            {"model": "tiny-chat", "version": "3", "weights_uri": WEIGHTS, "history": []})
+
+        yield {"s3": s3, "conf": conf, "hw": hw, "publish": publish,
+               "store": LocalServingObjects(tmp_path / "serving" / "llmops")}
+
+
+def _reconcile(world, *, reapply: bool = False, busy: str | None = None) -> dict[str, Any]:
+    from llmops.serving.reconcile_io import reconcile_model
+
+    return reconcile_model(world["conf"], "tiny-chat", s3=world["s3"], bucket="llmops-models", store=world["store"],
+                           reapply_render=reapply, busy=busy)
+
+
+def test_models_with_current_lists_only_serving_records(pinned_world) -> None:
+    from llmops.io import s3 as s3io
+    from llmops.serving.reconcile_io import models_with_current
+
+    s3 = pinned_world["s3"]
+    for key in ("deployments/a/current.json", "deployments/a/history/2026-promote.json",
+                "deployments/b/rollbacks/run.json", "deployments/c/current.json", "deployments/current.json"):
+        s3io.write_json(s3, "llmops-models", key, {})
+    assert models_with_current(s3, "llmops-models") == ["a", "c"]
+
+
+def test_an_empty_store_drifts_and_reapply_converges(pinned_world) -> None:
+    from llmops.serving.reconcile_io import ServingDrift, check_reports
+
+    pinned_world["publish"]()
+    report = _reconcile(pinned_world)
+    assert report["status"] == "drifted" and report["version"] == "3"
+    assert [f["field"] for f in report["findings"]] == ["(object)"] * 3
+    with pytest.raises(ServingDrift, match=r"tiny-chat: Deployment/tiny-chat-stable \(object\)"):
+        check_reports([report])
+
+    repaired = _reconcile(pinned_world, reapply=True)
+    assert (repaired["status"], repaired["drifts_before"]) == ("ok", 3)
+    assert check_reports([repaired, _reconcile(pinned_world)]) == {"status": "ok", "models": {"tiny-chat": "ok"}}
+
+
+def test_a_changed_hardware_config_is_a_finding_and_blocks_reapply(pinned_world) -> None:
+    hw = pinned_world["hw"]
+    pinned_world["publish"]({hw.name: "d" * 64})
+    report = _reconcile(pinned_world)
+    assert report["findings"][0]["kind"] == "HardwareClass" and report["findings"][0]["field"] == "config_hash"
+    assert f"{hw.name}.yaml changed since the serving version was qualified" in report["reasons"][0]
+
+    refused = _reconcile(pinned_world, reapply=True)
+    assert refused["status"] == "error" and "not re-applied" in refused["reasons"][0]
+    assert pinned_world["store"].get("Deployment", "tiny-chat-stable") is None  # nothing applied
+
+
+def test_a_class_the_version_was_never_qualified_on(pinned_world) -> None:
+    pinned_world["publish"]({"some-other-class": "d" * 64})
+    report = _reconcile(pinned_world)
+    assert report["status"] == "drifted" and [f["kind"] for f in report["findings"]] == ["HardwareClass"]
+    assert "not rendered" in report["notes"][0]
+
+
+def test_unreadable_pins_are_errors_naming_the_object(pinned_world) -> None:
+    report = _reconcile(pinned_world)
+    assert report["status"] == "error"
+    assert "s3://llmops-models/deployments/tiny-chat/current.json: no such object" in report["reasons"][0]
+
+    pinned_world["publish"](model_version="4")
+    report = _reconcile(pinned_world)
+    assert report["status"] == "error" and "model_version '4' but" in report["reasons"][0]
+
+    pinned_world["s3"].delete_object(Bucket="llmops-models", Key=WEIGHTS.removeprefix("s3://llmops-models/")
+                                     + "deployment.json")
+    report = _reconcile(pinned_world)
+    assert "deployment.json: no such object" in report["reasons"][0] and "fix: re-stage" in report["reasons"][0]
+
+
+def test_a_model_under_refresh_is_skipped(pinned_world) -> None:
+    from llmops.serving.reconcile_io import check_reports
+
+    report = _reconcile(pinned_world, busy="model_refresh run r1 holds the model's lease")
+    assert report["status"] == "skipped"
+    assert check_reports([report])["models"] == {"tiny-chat": "skipped"}
