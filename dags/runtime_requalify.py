@@ -202,4 +202,6 @@ with DAG(
             s3io.client_from_connection(), Variable.get("llmops_bucket_models"), runtimes=runtimes,
             skipped=planned["skipped"], pairs=planned["pairs"])
 
-    checked >> record_seen(detected, planned)
+    # A teardown: it runs whatever happened, and does not decide the run's state (a failed detect
+    # or a rejected runtime still fails the run).
+    checked >> record_seen(detected, planned).as_teardown()
