@@ -55,6 +55,7 @@ from llmops.evals.eval_job import eval_pod_timeout_s
 from llmops.launch import mapped_pod_job_task, pod_job_task
 from llmops.refresh import actions, plan, qualify
 from llmops.refresh.approval import TimedApprovalOperator
+from llmops.serving.assets import SERVING_CHANGED
 from llmops.serving.vllm import pool_kwargs
 
 SETTINGS = settings.load()
@@ -186,7 +187,7 @@ with DAG(
         """The canary pod (stable = champion, canary = candidate); none for a first model."""
         from airflow.sdk.exceptions import AirflowFailException
 
-        from llmops.canary.plan import VllmArgsError
+        from llmops.serving.vllm_args import VllmArgsError
 
         spec = plan.canary_spec(SETTINGS, weights=params["canary_steps"], window_s=params["canary_window_s"],
                                 failure_limit=params["canary_failure_limit"])
@@ -275,7 +276,8 @@ with DAG(
     last_result = check_canary.override(task_id="check_canary_last_step")(stage.output, canary_last.output)
     needs_approval(canary_result) >> approve_last_step >> planned_last
 
-    @task(task_id="promote", trigger_rule="none_failed_min_one_success", multiple_outputs=True)
+    @task(task_id="promote", trigger_rule="none_failed_min_one_success", multiple_outputs=True,
+          outlets=[SERVING_CHANGED])
     def promote(verdict: dict, canary: dict | None, canary_last: dict | None, run_id: str | None = None) -> dict:
         """champion -> candidate, previous -> old champion, current.json with history.
 

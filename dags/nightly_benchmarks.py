@@ -85,7 +85,7 @@ with DAG(
             classes = changes.classes_from_events(events, list(BENCH.hardware_classes))
         from airflow.sdk.exceptions import AirflowFailException
 
-        from llmops.canary.plan import VllmArgsError
+        from llmops.serving.vllm_args import VllmArgsError
 
         try:
             return nightly.plan_night(

@@ -19,19 +19,18 @@ from llmops.io.registry import CHALLENGER, CHAMPION, PREVIOUS, ModelRegistry
 from llmops.refresh import actions
 from tests.faults.conftest import FAIL_FAST, FaultRecord
 from tests.faults.netfault import FaultProxy
+from tests.staged import stage_version
 
 pytestmark = pytest.mark.integration
 
 SET_ALIAS = b"POST /api/2.0/mlflow/registered-models/alias"
 
 
-def _register(registry: ModelRegistry, model: str, digest: str, models_bucket: str) -> str:
-    """A staged version as stage leaves it (pins as tags), without copying weights: promote reads none."""
-    weights = f"s3://{models_bucket}/models/{model}/sha256-{digest}/"
-    version, _ = registry.register(model, source=weights, pins={"weight_digest": digest, "weights_uri": weights,
-                                                                 "runtime_image": "img@sha256:" + "0" * 64})
-    registry.set_alias(model, CHALLENGER, version.version)
-    return version.version
+def _register(registry: ModelRegistry, s3: Any, model: str, digest: str, models_bucket: str) -> str:
+    """A staged version as stage leaves it (pins as tags, deployment.json), without copying weights."""
+    version = stage_version(registry, s3, models_bucket, model, digest, "img@sha256:" + "0" * 64)
+    registry.set_alias(model, CHALLENGER, version)
+    return version
 
 
 def _records(s3: Any, bucket: str, model: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
@@ -59,10 +58,10 @@ def test_mlflow_down_during_promote(fault: FaultRecord, platform, s3: Any, bucke
     settings = settings_mod.load()
     model = f"fault-promote-{uuid.uuid4().hex[:8]}"
     registry = ModelRegistry(platform.endpoints.mlflow_url)
-    first = _register(registry, model, "a" * 64, models)
+    first = _register(registry, s3, model, "a" * 64, models)
     actions.promote(settings, model=model, version=first, run_id="faults__first", models_bucket=models,
                     tracking_uri=platform.endpoints.mlflow_url)
-    candidate = _register(registry, model, "b" * 64, models)
+    candidate = _register(registry, s3, model, "b" * 64, models)
     before, _ = _records(s3, models, model)
     run_id = f"faults__promote_{candidate}"
 

@@ -70,9 +70,11 @@ def publish(tmp_path: Path):
     """Publish a model folder as a weight drop on the session's S3 endpoint; returns the drop URI."""
     from llmops.embedded.scenario import publish as publish_drop
 
-    def _publish(folder: Path, model: str, revision: str,
-                 image: str = "docker.io/vllm/vllm-openai@sha256:" + "5e" * 32) -> str:
-        return publish_drop(folder, model, revision, image, tmp_path)["drop_uri"]
+    def _publish(folder: Path, model: str, revision: str, image: str | None = None) -> str:
+        # Pinned by default to the platform's own vLLM runtime: a drop's pin is what serves it.
+        from llmops.config import settings as settings_mod
+
+        return publish_drop(folder, model, revision, image or settings_mod.load().vllm_image, tmp_path)["drop_uri"]
 
     return _publish
 

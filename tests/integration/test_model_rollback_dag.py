@@ -10,6 +10,8 @@ import pytest
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
+# Each version pinned to its own runtime: a rollback must serve the previous version's, not the latest.
+IMAGES = {"a": "docker.io/vllm/vllm-openai@sha256:" + "a" * 64, "b": "docker.io/vllm/vllm-openai@sha256:" + "b" * 64}
 
 
 def test_rollback_moves_champion_back_and_keeps_history(airflow_db, platform) -> None:
@@ -19,15 +21,16 @@ def test_rollback_moves_champion_back_and_keeps_history(airflow_db, platform) ->
     from llmops.io import s3 as s3io
     from llmops.io.registry import ModelRegistry
     from llmops.refresh import actions
+    from tests.staged import stage_version
 
     model = f"rollback-{uuid.uuid4().hex[:8]}"
     reg = ModelRegistry(platform.endpoints.mlflow_url)
     conf = settings.load()
     s3_url = platform.endpoints.s3_url
+    s3 = s3io.client(endpoint_url=s3_url)
     for digest in ("a" * 64, "b" * 64):
-        version, _ = reg.register(model, f"s3://llmops-models/models/{model}/sha256-{digest}/",
-                                  {"weight_digest": digest, "runtime_image": "vllm@sha256:" + "c" * 64})
-        actions.promote(conf, model=model, version=version.version, run_id=f"promote-{version.version}",
+        version = stage_version(reg, s3, "llmops-models", model, digest, IMAGES[digest[0]])
+        actions.promote(conf, model=model, version=version, run_id=f"promote-{version}",
                         tracking_uri=platform.endpoints.mlflow_url,
                         models_bucket="llmops-models")
     assert reg.by_alias(model, "champion").version == "2" and reg.by_alias(model, "previous").version == "1"
@@ -37,7 +40,13 @@ def test_rollback_moves_champion_back_and_keeps_history(airflow_db, platform) ->
     assert run.state == "success"
     [ti] = run.get_task_instances()
     served = ti.xcom_pull(task_ids="rollback")["serving"]
-    assert served["action"] == "none" and served["router"] == "nginx"  # nothing serves between runs here
+    # The previous version's pinned render, applied (on the embedded default: to the local store).
+    assert served["action"] == "applied_stable" and served["router"] == "nginx" and served["version"] == "1"
+    from llmops.serving.objects import serving_objects
+
+    deployment = serving_objects(conf).get("Deployment", f"{model}-stable")
+    assert deployment is not None
+    assert {c["name"]: c["image"] for c in deployment["spec"]["template"]["spec"]["containers"]}["vllm"] == IMAGES["a"]
     assert reg.by_alias(model, "champion").version == "1"
     assert reg.by_alias(model, "previous").version == "2"
     assert reg.get(model, "2").tags["llmops.status"] == "rolled_back"
@@ -65,6 +74,7 @@ def test_retried_promote_and_rollback_leave_one_history_entry_each(platform) -> 
     from llmops.io import s3 as s3io
     from llmops.io.registry import ModelRegistry
     from llmops.refresh import actions
+    from tests.staged import stage_version
 
     model = f"retry-{uuid.uuid4().hex[:8]}"
     reg = ModelRegistry(platform.endpoints.mlflow_url)
@@ -72,10 +82,9 @@ def test_retried_promote_and_rollback_leave_one_history_entry_each(platform) -> 
     s3 = s3io.client(endpoint_url=platform.endpoints.s3_url)
     kwargs = {"tracking_uri": platform.endpoints.mlflow_url, "models_bucket": "llmops-models"}
     for digest in ("d" * 64, "e" * 64):
-        version, _ = reg.register(model, f"s3://llmops-models/models/{model}/sha256-{digest}/",
-                                  {"weight_digest": digest, "runtime_image": "vllm@sha256:" + "c" * 64})
+        version = stage_version(reg, s3, "llmops-models", model, digest, IMAGES["a"])
         for _attempt in range(2):  # the task, then its retry
-            actions.promote(conf, model=model, version=version.version, run_id=f"run-promote-{version.version}",
+            actions.promote(conf, model=model, version=version, run_id=f"run-promote-{version}",
                             **kwargs)
     current = s3io.read_json(s3, "llmops-models", f"deployments/{model}/current.json")
     assert (current["version"], [h["version"] for h in current["history"]]) == ("2", ["1"])

@@ -28,7 +28,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("evals",),
     ("canary",),
     ("refresh", "corpus", "drift", "benchmarks"),
-    ("jobs", "launch"),
+    ("jobs", "launch", "reproduce"),
     ("embedded",),
 )
 PIPELINES = ("refresh", "corpus", "drift", "benchmarks")

@@ -11,6 +11,7 @@ import pytest
 from llmops.benchmarks import plan
 from llmops.benchmarks.workloads import load_matrix
 from llmops.config import settings
+from llmops.config.kubernetes import KUBERNETES_MIN_VERSION
 from llmops.core.hardware import load_all, load_hardware_class
 from llmops.core.podjob import PodJob
 from llmops.serving.weights import fetch_container, model_dir
@@ -89,7 +90,7 @@ def test_registry_targets_render_valid_restricted_gpu_pods(monkeypatch, hw_name:
     with DAG(dag_id=f"bench_{hw_name}", schedule=None):
         task = make_kubernetes_task(PodJob.from_dict(job.to_dict()), task_id="bench")
     manifest = render_pod_manifest(task, {"params": {}})
-    kubernetes_validate.validate(manifest, "1.33", strict=True)
+    kubernetes_validate.validate(manifest, KUBERNETES_MIN_VERSION, strict=True)
     spec = manifest["spec"]
     names = [c["name"] for c in spec["initContainers"]]
     assert names == ["llmops-code", "fetch-weights", "vllm"]

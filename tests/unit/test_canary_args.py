@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from llmops.canary.plan import MANAGED_VLLM_FLAGS, VllmArgsError, canary_pod_job, managed_flags, override_args
+from llmops.canary.plan import canary_pod_job
 from llmops.config import settings as settings_mod
 from llmops.core import limits
 from llmops.core.hardware import KNOB_FLAGS, load_all, load_hardware_class
 from llmops.serving.vllm import vllm_sidecar
+from llmops.serving.vllm_args import MANAGED_VLLM_FLAGS, VllmArgsError, managed_flags, override_args
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "include" / "hardware_configs"

@@ -9,6 +9,8 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 
+from llmops.config.kubernetes import KUBERNETES_MIN_VERSION
+
 ROOT = Path(__file__).resolve().parents[2]
 VLLM_IMAGE = "docker.io/vllm/vllm-openai@sha256:" + "c3" * 32
 JOBS_IMAGE = "ghcr.io/llmops-lifecycle/llmops-jobs@sha256:" + "d4" * 32
@@ -35,7 +37,7 @@ def _manifest(job: dict, task_id: str) -> dict:
     with DAG(dag_id=f"drift_{task_id}", schedule=None):
         task = make_kubernetes_task(PodJob.from_dict(job), task_id=task_id)
     manifest = render_pod_manifest(task, {"params": {}})
-    kubernetes_validate.validate(manifest, "1.33", strict=True)
+    kubernetes_validate.validate(manifest, KUBERNETES_MIN_VERSION, strict=True)
     return manifest
 
 

@@ -208,7 +208,7 @@ class _TemplateTaskInstance:
 
     @staticmethod
     def xcom_pull(task_ids: str | None = None, key: str = "return_value") -> dict:
-        return {"etags": {"model.safetensors": "0123abcd"}}
+        return {"etags": {"model.safetensors": "0123abcd"}, "runtime": {"vllm_version": "0.32.0"}}
 
 
 def _sensitive_env_name(name: str) -> bool:
@@ -304,13 +304,6 @@ def fake_pod_api(monkeypatch: pytest.MonkeyPatch, *, exit_code: int, termination
 
 def kube_context(task: Any, ti: FakeTaskInstance) -> dict[str, Any]:
     return {"ti": ti, "task_instance": ti, "params": {}, "run_id": "manual__1", "dag": task.dag}
-
-
-@pytest.fixture
-def kube_settings(monkeypatch: pytest.MonkeyPatch) -> settings_mod.Settings:
-    monkeypatch.setenv("LLMOPS_VLLM_IMAGE", VLLM_IMAGE)
-    monkeypatch.setenv("LLMOPS_JOBS_IMAGE", JOBS_IMAGE)
-    return settings_mod.load()
 
 
 def test_kubernetes_failure_message_and_xcom_hide_what_airflow_knows(

@@ -7,12 +7,12 @@ from __future__ import annotations
 import jinja2
 import pytest
 
-from llmops.canary.plan import override_args
 from llmops.config import settings as settings_mod
 from llmops.core.podjob import expand_env_refs, literal, literal_template
 from llmops.corpus import plan as corpus_plan
 from llmops.drift import plan as drift_plan
 from llmops.refresh import plan as refresh_plan
+from llmops.serving.vllm_args import override_args
 
 HOSTILE = "s3://drops/$(AWS_SECRET_ACCESS_KEY)/x$$y$(VLLM_PORT)"
 POD_ENV = {"AWS_SECRET_ACCESS_KEY": "s3cr3t", "VLLM_PORT": "8000"}

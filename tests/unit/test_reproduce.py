@@ -18,14 +18,14 @@ from typing import Any
 import pytest
 from moto import mock_aws
 
-from llmops import reproduce
 from llmops.config import settings as settings_mod
-from llmops.core.deployment import DeploymentManifest
 from llmops.io import registry
 from llmops.io import s3 as s3io
 from llmops.refresh import actions
+from llmops.reproduce import cli as reproduce
 from llmops.serving.objects import LocalServingObjects
 from llmops.serving.render import RenderError, serving_document
+from tests.staged import stage_version
 from tests.unit.test_serving_objects import FakeApiServer
 from tests.unit.test_serving_render import IMAGE_A, IMAGE_B, hardware
 
@@ -63,16 +63,8 @@ def cluster(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[tuple[F
 
 def _stage(reg: registry.ModelRegistry, s3: Any, model: str, digest: str, image: str,
            hw_hash: str | None = None) -> str:
-    """What the stage job leaves: weights' deployment.json in S3 and a registered version with pins."""
-    weights = f"s3://{BUCKET}/models/{model}/sha256-{digest}/"
-    version, _ = reg.register(model, source=weights, pins={"weight_digest": digest, "weights_uri": weights,
-                                                           "runtime_image": image})
-    manifest = DeploymentManifest(
-        model_name=model, weight_digest=digest, weights_uri=weights, runtime_image=image, runtime_version="0.11.0",
-        hardware_configs={CLASS: hw_hash or hardware(CLASS).config_hash}, tokenizer_hash="cd" * 32,
-        chat_template_hash="ef" * 32, created_at="2026-11-30T10:00:00+00:00", model_version=version.version)
-    s3io.write_json(s3, BUCKET, f"models/{model}/sha256-{digest}/deployment.json", manifest.to_dict())
-    return version.version
+    return stage_version(reg, s3, BUCKET, model, digest, image, runtime_version="0.11.0",
+                         hardware_hashes={CLASS: hw_hash or hardware(CLASS).config_hash})
 
 
 def _reproduce(capsys: pytest.CaptureFixture[str], reg: Any, s3: Any, *argv: str, **kwargs: Any) -> tuple[int, str,

@@ -37,6 +37,7 @@ from llmops.canary.plan import (
 )
 from llmops.canary.traffic import RequestRecord, replay_window, sampled, traffic_order, window_metrics
 from llmops.config import settings as settings_mod
+from llmops.config.kubernetes import KUBERNETES_MIN_VERSION
 from llmops.config.settings import PROJECT_ROOT
 from llmops.core.hardware import load_hardware_class
 from llmops.evals.evalset import EvalItem, load_evalset
@@ -614,7 +615,7 @@ def test_canary_pod_renders_for_kubernetes_and_validates(pinned: settings_mod.Se
     with DAG(dag_id=f"test_canary_{hw_name}", params={"model": "tiny-chat"}, schedule=None):
         operator = make_kubernetes_task(job, task_id="canary")
     manifest = render_pod_manifest(operator, {"params": {"model": "tiny-chat"}})
-    kubernetes_validate.validate(manifest, "1.33", strict=True)
+    kubernetes_validate.validate(manifest, KUBERNETES_MIN_VERSION, strict=True)
     sidecars = {c["name"]: c for c in manifest["spec"]["initContainers"]}
     assert set(sidecars) == {STABLE_CONTAINER, CANARY_CONTAINER}
     for name, port in ((STABLE_CONTAINER, job.ports[STABLE_PORT_ENV]), (CANARY_CONTAINER, job.ports[CANARY_PORT_ENV])):

@@ -14,6 +14,7 @@ import kubernetes_validate
 import pytest
 
 from llmops.config import settings as settings_mod
+from llmops.config.kubernetes import KUBERNETES_MIN_VERSION
 from llmops.core.deployment import DeploymentManifest
 from llmops.core.hardware import HardwareClass, config_path, load_hardware_class
 from llmops.serving.gateway_router import httproute_weights_patch, route_weights
@@ -26,13 +27,13 @@ from llmops.serving.render import (
     VERSION_ANNOTATION,
     RenderError,
     check_hardware_pin,
-    merge_flags,
     object_name,
     render_role,
     render_route,
     render_serving,
     serving_document,
 )
+from llmops.serving.vllm_args import VllmArgsError
 
 ROOT = Path(__file__).resolve().parents[2]
 CLASSES = sorted(p.stem for p in (ROOT / "include" / "hardware_configs").glob("*.yaml"))
@@ -40,7 +41,6 @@ IMAGE_A = "registry.example.com/vllm/vllm-openai@sha256:" + "a1" * 32
 IMAGE_B = "docker.io/vllm/vllm-openai@sha256:" + "b2" * 32
 DIGEST = "ab" * 32
 HTTPROUTE_SCHEMA = json.loads((ROOT / "tests" / "fixtures" / "gateway-api" / "httproute-v1.schema.json").read_text())
-KUBERNETES_MIN = "1.28"
 RESTRICTED = {"runAsNonRoot": True, "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
               "seccompProfile": {"type": "RuntimeDefault"}}
 
@@ -77,7 +77,7 @@ def test_deployment_and_service_are_valid_kubernetes_objects(hw_name: str, role:
     objects = render_serving(manifest(hw), hw, settings(), role=role, extra_vllm_args=extra)
     assert [obj["kind"] for obj in objects] == ["Deployment", "Service"]
     for obj in objects:
-        kubernetes_validate.validate(obj, KUBERNETES_MIN, strict=True)
+        kubernetes_validate.validate(obj, KUBERNETES_MIN_VERSION, strict=True)
         assert obj["metadata"] == {**obj["metadata"], "name": f"chat-{role}", "namespace": "llmops"}
 
 
@@ -140,12 +140,16 @@ def test_canary_extra_flags_reach_the_canary_deployment_only() -> None:
     assert stable_args == hw.vllm_serve_args(f"/models/chat/sha256-{DIGEST}", "chat", port_ref="$(VLLM_PORT)")
 
 
-def test_merge_flags_replaces_both_spellings_and_appends_switches() -> None:
-    args = ["m", "--dtype", "auto", "--max-model-len=64", "--enable-prefix-caching"]
-    assert merge_flags(args, ["--dtype=half", "--max-model-len", "16", "--enforce-eager"]) == [
-        "m", "--dtype", "half", "--max-model-len", "16", "--enable-prefix-caching", "--enforce-eager"]
-    with pytest.raises(RenderError, match=r"extra_vllm_args\[0\]: '16' is not a flag"):
-        merge_flags(args, ["16"])
+def test_canary_flags_replace_both_spellings_and_managed_flags_are_refused() -> None:
+    hw = load_hardware_class("cpu", ROOT / "include" / "hardware_configs")
+    extra = ["--max-model-len=16", "--enforce-eager", "--seed", "7"]
+    canary = _by_kind(render_serving(manifest(hw), hw, settings(), role="canary", extra_vllm_args=extra))
+    args = canary["Deployment"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args.count("--max-model-len") == 1 and args[args.index("--max-model-len") + 1] == "16"
+    assert args[-2:] == ["--seed", "7"]
+    for flag in (["--served-model-name", "x"], ["--port=1"], ["--tensor-parallel-size", "2"], ["16"]):
+        with pytest.raises(VllmArgsError):
+            render_serving(manifest(hw), hw, settings(), role="canary", extra_vllm_args=flag)
 
 
 @pytest.mark.parametrize("hw_name", ["cpu", "h100x1", "b200x4"])

@@ -11,9 +11,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 # The leaky pod job and the faked Kubernetes API are the redaction tests' (tests/unit is on sys.path).
 from test_launcher_redaction import (
-    JOBS_IMAGE,
     PROGRAMS,
-    VLLM_IMAGE,
     FakeTaskInstance,
     fake_pod_api,
     kube_context,
@@ -70,13 +68,6 @@ def test_local_init_container_exit_2_is_not_a_verdict(local_settings: settings_m
     assert isinstance(error, PodFailed) and not isinstance(error, AirflowFailException), repr(error)
     assert error.container == "init" and error.exit_code == 2
     assert ti.pushed == {}
-
-
-@pytest.fixture
-def kube_settings(monkeypatch: pytest.MonkeyPatch) -> settings_mod.Settings:
-    monkeypatch.setenv("LLMOPS_VLLM_IMAGE", VLLM_IMAGE)
-    monkeypatch.setenv("LLMOPS_JOBS_IMAGE", JOBS_IMAGE)
-    return settings_mod.load()
 
 
 def _run_kubernetes(settings: settings_mod.Settings, monkeypatch: pytest.MonkeyPatch,

@@ -118,7 +118,7 @@ def benchmark_pod_job(*, hw: HardwareClass, matrix: WorkloadMatrix, target: Mapp
     ``vllm_overrides`` (``["--max-num-seqs", "32"]``) are ``vllm serve`` flags applied on top
     of the class config for a what-if run; they replace a flag the class sets.
     """
-    from llmops.canary.plan import override_args
+    from llmops.serving.vllm_args import override_args
 
     if matrix.hardware_class != hw.name:
         raise ValueError(f"workload matrix {matrix.source} is for {matrix.hardware_class!r}, not {hw.name!r}")

@@ -182,18 +182,19 @@ def _gateway_canary_job(settings: Settings, hw: HardwareClass, *, model: str, ca
                         champion: dict[str, str], spec: dict[str, Any], tags: dict[str, str], from_step: int,
                         failures_so_far: int, stop_before_last_step: bool, tracking_uri: str, name: str,
                         canary_extra_args: list[str] | None) -> dict[str, Any]:
-    """Gateway mode: roll ``<model>-canary`` to the candidate (route 0% to it first), then the
-    controller-only job. A resumed run (after an approval) finds the canary already rolled."""
+    """Gateway mode: apply ``<model>-canary`` rendered from the candidate's pinned manifest (its runtime,
+    the class's flags plus ``canary_extra_args``, refused on the same allowlist as the embedded canary
+    pod's), with the route at 0% to it first; then the controller-only job. A resumed run (after an
+    approval) finds the canary already applied."""
     from llmops.canary.plan import canary_controller_job
+    from llmops.io import s3 as s3io
     from llmops.serving.deployments import ServingRoute, serve_candidate
+    from llmops.serving.objects import read_deployment_manifest
 
-    if canary_extra_args:
-        raise ValueError("canary_vllm_args: in gateway mode the canary's flags are its Deployment's; "
-                         "change them there (this parameter only applies to the embedded canary pod)")
     route = ServingRoute.for_model(settings, model)
     if from_step == 0:
-        serve_candidate(settings, model, version=candidate["version"], weights_uri=candidate["weights_uri"],
-                        weight_digest=candidate["weight_digest"])
+        manifest = read_deployment_manifest(s3io.client_from_connection(), candidate["weights_uri"])
+        serve_candidate(settings, model, manifest=manifest, hw=hw, extra_vllm_args=canary_extra_args or ())
     job = canary_controller_job(
         settings, hw, route_args=route.controller_args(), served_model_name=model, spec=spec, name=name,
         experiment=EXPERIMENT, model_stable=f"{model}@{champion['version']}",

@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 from llmops.config.settings import PROJECT_ROOT, Settings
 from llmops.core.deployment import DeploymentManifest
 from llmops.core.hardware import HardwareClass
-from llmops.core.podjob import Container, literal
+from llmops.core.podjob import Container
 from llmops.serving.gateway_router import FIELD_MANAGER, GATEWAY_GROUP, GATEWAY_VERSION, backend_filter
 from llmops.serving.routers import CANARY, STABLE, check_percent
 from llmops.serving.vllm import (
@@ -48,6 +48,7 @@ from llmops.serving.vllm import (
     vllm_sidecar,
     vllm_startup_budget_s,
 )
+from llmops.serving.vllm_args import managed_flags, override_args
 from llmops.serving.weights import S3_SECRET, fetch_container, model_dir
 
 ROLES = (STABLE, CANARY)
@@ -108,9 +109,10 @@ def render_serving(manifest: DeploymentManifest, hw: HardwareClass, settings: Se
                    extra_vllm_args: Sequence[str] = ()) -> list[dict[str, Any]]:
     """``[Deployment, Service]`` serving ``manifest``'s version on ``hw`` as ``role``.
 
-    ``extra_vllm_args`` (the canary's ``canary_vllm_args``) must already be checked by the caller
-    against the managed flags (``llmops.canary.plan.check_extra_args``): each ``--flag [value]``
-    replaces the same flag of the class's args or is appended, as a literal (never expanded).
+    ``extra_vllm_args`` (the canary's ``canary_vllm_args``) are checked against the flags the
+    platform manages (:func:`llmops.serving.vllm_args.managed_flags`, the embedded canary pod's
+    allowlist: a managed flag raises :class:`~llmops.serving.vllm_args.VllmArgsError`); each
+    ``--flag [value]`` replaces the same flag of the class's args or is appended, as a literal.
     Raises :class:`RenderError` for a manifest without a model version or a model name that
     cannot name Kubernetes objects.
     """
@@ -205,49 +207,6 @@ def serving_document(objects: list[dict[str, Any]]) -> str:
                       sort_keys=True, indent=2, ensure_ascii=True) + "\n"
 
 
-def merge_flags(args: Sequence[str], extra: Sequence[str]) -> list[str]:
-    """``args`` with each ``--flag [value]`` of ``extra`` replacing the same flag, or appended.
-
-    ``extra`` must be checked already (no managed flag, no value without a flag); its tokens are
-    passed as :func:`~llmops.core.podjob.literal` (a ``$`` is never expanded by the kubelet).
-    A token after a flag that does not start with ``--`` is that flag's value; ``--flag=value``
-    is one token.
-    """
-    result = list(args)
-    i = 0
-    while i < len(extra):
-        flag, value, i = _next_flag(extra, i)
-        new = [literal(flag)] + ([literal(value)] if value is not None else [])
-        at = _flag_position(result, literal(flag))
-        if at is None:
-            result += new
-        else:
-            start, length = at
-            result[start:start + length] = new
-    return result
-
-
-def _next_flag(extra: Sequence[str], i: int) -> tuple[str, str | None, int]:
-    token = extra[i]
-    if not token.startswith("-"):
-        raise RenderError(f"extra_vllm_args[{i}]: {token!r} is not a flag; fix: pass [\"--flag\", \"value\", ...]")
-    if "=" in token:
-        flag, value = token.split("=", 1)
-        return flag, value, i + 1
-    if i + 1 < len(extra) and not extra[i + 1].startswith("--"):
-        return token, extra[i + 1], i + 2
-    return token, None, i + 1
-
-
-def _flag_position(args: list[str], flag: str) -> tuple[int, int] | None:
-    for i, token in enumerate(args):
-        if token == flag:
-            return i, 2 if i + 1 < len(args) and not args[i + 1].startswith("--") else 1
-        if token.startswith(flag + "="):
-            return i, 1
-    return None
-
-
 def _deployment(manifest: DeploymentManifest, hw: HardwareClass, settings: Settings, name: str,
                 labels: dict[str, str], annotations: dict[str, str],
                 extra_vllm_args: Sequence[str]) -> dict[str, Any]:
@@ -261,7 +220,9 @@ def _deployment(manifest: DeploymentManifest, hw: HardwareClass, settings: Setti
     http = {"path": HEALTH_PATH, "port": PORT_NAME}
     serving = {
         **_container(vllm, mounts),
-        "args": merge_flags(vllm.args, extra_vllm_args),
+        # The canary's flags, refused on the same allowlist as the embedded canary pod's.
+        "args": list(override_args(vllm.args, extra_vllm_args, managed=managed_flags(vllm.args, hw),
+                                   source="canary_vllm_args")),
         "ports": [{"name": PORT_NAME, "containerPort": SERVICE_PORT, "protocol": "TCP"}],
         # Loading weights, profiling memory and capturing CUDA graphs take minutes: the startup
         # probe holds the other two back until /health first answers.
