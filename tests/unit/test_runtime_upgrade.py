@@ -170,3 +170,103 @@ def test_the_verdict_serialises_for_the_verdict_file_and_mlflow() -> None:
     json.dumps(data)  # JSON-ready
     text = verdict.to_markdown()
     assert "FAILED: answers changed" in text and "| reverse | 10 | 1 | 0.100 |" in text and "CHANGED" in text
+
+
+# -- the I/O module's pure parts: the verdict file receive reads, the failure message, the jobs --
+
+
+def _runtime(image: str = "llmops.local/vllm-cpu-rebuild@sha256:" + "1d" * 32, accelerator: str = "cpu"):
+    from llmops.core.runtimes import Runtime
+
+    return Runtime(image=image, vllm_version="0.32.0+cpu", accelerator=accelerator,
+                   cuda="12.8" if accelerator == "cuda" else None, driver="570.1" if accelerator == "cuda" else None)
+
+
+def _outcome(model: str, passed: bool, changed: list[str]) -> dict:
+    return {"model": model, "champion_version": "3", "passed": passed, "changed_categories": changed,
+            "per_category": {"arithmetic": {"changed": bool(changed)}}, "mlflow_run_id": f"run-{model}",
+            "reasons": [], "pinned_runtime_image": "old@sha256:" + "0" * 64}
+
+
+def test_the_verdict_file_has_the_shape_receive_reads() -> None:
+    from llmops.core.runtimes import RuntimeAllowlist
+    from llmops.refresh.runtime_requalify import verdict_document
+
+    runtime = _runtime()
+    rejected = verdict_document(runtime, [_outcome("a", True, []), _outcome("b", False, ["arithmetic"])],
+                                max_answer_change=0.0, max_score_delta=0.0, airflow_run_id="r1")
+    assert rejected["status"] == "rejected" and rejected["runtime"] == runtime.to_dict()
+    assert (rejected["model"], rejected["champion_version"], rejected["mlflow_run_id"]) == ("b", "3", "run-b")
+    assert rejected["changed_categories"] == ["arithmetic"] and set(rejected["models"]) == {"a", "b"}
+    listed = RuntimeAllowlist(source="include/runtimes.yaml", runtimes=(runtime,))
+    with pytest.raises(ValueError, match="categories that changed: arithmetic; verdict run run-b"):
+        listed.require(runtime.image, rejected=rejected)
+    qualified = verdict_document(runtime, [_outcome("a", True, [])], max_answer_change=0.0, max_score_delta=0.0,
+                                 airflow_run_id="r1")
+    assert qualified["status"] == "qualified" and qualified["changed_categories"] == []
+
+
+def test_a_rejection_fails_naming_runtime_model_and_categories() -> None:
+    from llmops.refresh.runtime_requalify import RuntimeRejected, raise_if_rejected
+
+    raise_if_rejected({"qualified": [_outcome("a", True, [])], "rejected": []})
+    entry = {**_outcome("b", False, ["arithmetic", "copy"]), "runtime": _runtime().to_dict(),
+             "verdict_uri": "s3://m/runtimes/x/verdict.json"}
+    with pytest.raises(RuntimeRejected, match=r"vllm-cpu-rebuild@sha256:1d.* changed the answers of b champion v3 "
+                                              r"\(same weights as on old@sha256:0+\) in categories arithmetic, copy"):
+        raise_if_rejected({"qualified": [], "rejected": [entry]})
+
+
+def test_the_benchmark_trigger_names_the_runtime_change_only_when_a_pin_moved() -> None:
+    from llmops.refresh.runtime_requalify import benchmark_trigger
+
+    assert benchmark_trigger([]) is None
+    assert benchmark_trigger([{"moved": False, "model": "m"}]) is None
+    runtime = _runtime()
+    extra = benchmark_trigger([{"moved": True, "model": "m", "version": "3", "hardware_class": "cpu",
+                                "runtime": runtime.to_dict(), "previous_runtime_image": "old@sha256:" + "0" * 64}])
+    assert extra["classes"] == ["cpu"]
+    assert "runtime image changed old@sha256:" in extra["changes"][0] and "moved m v3" in extra["changes"][0]
+    assert extra["runtime_requalified"][0]["identity"] == runtime.identity
+
+
+def test_a_runtime_serves_only_on_its_accelerator() -> None:
+    from llmops.config import settings
+    from llmops.core.hardware import load_hardware_class
+    from llmops.refresh.runtime_requalify import serves_on
+
+    conf = settings.load()
+    cpu, gpu = (load_hardware_class(name, conf.hardware_configs_dir) for name in ("cpu", "h100x1"))
+    assert serves_on(_runtime(), cpu) and not serves_on(_runtime(), gpu)
+    cuda = _runtime("docker.io/vllm/vllm-openai@sha256:" + "a" * 64, "cuda")
+    assert serves_on(cuda, gpu) and not serves_on(cuda, cpu)
+
+
+def test_each_champion_is_evaluated_once_on_its_pin_and_once_per_new_runtime() -> None:
+    from llmops.config import settings
+    from llmops.core.podjob import PodJob
+    from llmops.core.runtimes import RuntimeAllowlist
+    from llmops.refresh.runtime_requalify import requalification_jobs
+
+    conf = settings.load()
+    pinned_image = "llmops.local/vllm-cpu@sha256:" + "ab" * 32
+    target = {"role": "champion", "version": "3", "weights_uri": "s3://models/m/sha256-" + "e" * 64 + "/",
+              "weight_digest": "e" * 64, "runtime_image": pinned_image, "runtime_version": "0.32.0+cpu"}
+    new = [_runtime(), _runtime("llmops.local/vllm-cpu-bf16@sha256:" + "bf" * 32)]
+    pairs = [{"runtime": r.to_dict(), "model": "m", "champion_version": "3", "target": target} for r in new]
+    known = RuntimeAllowlist(source="x", runtimes=(_runtime(pinned_image), *new))
+    jobs = [PodJob.from_dict(job) for job in requalification_jobs(
+        conf, pairs, evalset_config="e.yaml", limit_per_category=23, s3_endpoint=None, tracking_uri="http://mlflow",
+        known=known)]
+    assert len(jobs) == 3
+    images = [next(c.image for c in job.containers if c.name == "vllm") for job in jobs]
+    assert images == [pinned_image, new[0].image, new[1].image]
+    for job, identity in zip(jobs, ("pinned", new[0].identity, new[1].identity), strict=True):
+        args = list(job.main.args)
+        tags = dict(args[i + 1].split("=", 1) for i, a in enumerate(args) if a == "--tag")
+        assert tags["requalify_identity"] == identity and tags["requalify_model"] == "m"
+        assert tags["runtime_identity"] == (known.find(images[jobs.index(job)]).identity)
+        assert args[args.index("--limit-per-category") + 1] == "23"
+        # Every side serves the very same weights, fetched and digest-verified before vLLM starts.
+        [fetch] = job.init_containers
+        assert "e" * 64 in fetch.args and "--full-verify" in fetch.args
