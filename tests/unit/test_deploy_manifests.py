@@ -134,9 +134,14 @@ def test_the_names_the_code_uses_exist() -> None:
     assert conf.service_account in accounts, f"no ServiceAccount {conf.service_account} in deploy/"
     # Job pods get a token only when a job asks for it (the launcher sets it per pod).
     assert accounts[conf.service_account]["automountServiceAccountToken"] is False
-    from llmops.serving.render import MODEL_CACHE_CLAIM as SERVING_CLAIM
+    from llmops.serving.render import render_serving
+    from tests.unit.test_serving_render import hardware, manifest
 
-    assert SERVING_CLAIM == MODEL_CACHE_CLAIM, "serving Deployments and job pods mount the same cache"
+    hw = hardware("cpu")
+    deployment = render_serving(manifest(hw), hw, conf, role="stable")[0]
+    claims = {v["persistentVolumeClaim"]["claimName"] for v in deployment["spec"]["template"]["spec"]["volumes"]
+              if "persistentVolumeClaim" in v}
+    assert claims == {MODEL_CACHE_CLAIM}, "serving Deployments mount the cache deploy/ creates, as job pods do"
     claim = _objects("PersistentVolumeClaim")[MODEL_CACHE_CLAIM]
     assert "storageClassName" not in claim["spec"], "leave the storage class to the cluster default"
     assert claim["spec"]["accessModes"] == ["ReadWriteMany"], "pods on several nodes mount the cache"

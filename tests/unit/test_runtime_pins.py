@@ -13,11 +13,11 @@ from llmops.benchmarks import nightly
 from llmops.canary.plan import canary_pod_job, canary_pool_kwargs
 from llmops.config import settings as settings_mod
 from llmops.core.fields import DocumentError
-from llmops.core.hardware import load_hardware_class
+from llmops.core.hardware import config_path, hardware_pin_problem, load_hardware_class
 from llmops.core.runtimes import RuntimeNotAllowed, load_runtimes, verdict_key
 from llmops.io.registry import RegisteredVersion
 from llmops.refresh.plan import candidate_target, qualification_jobs
-from llmops.serving.weights import UnpinnedVersionError, pinned_config_problem, version_target
+from llmops.serving.weights import UnpinnedVersionError, target_hardware_pins, version_target
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNTIME_A = "docker.io/vllm/vllm-openai@sha256:" + "a" * 64
@@ -128,12 +128,19 @@ def test_a_registered_version_serves_on_its_pinned_runtime() -> None:
         version_target("champion", _version("4", None))
 
 
-def test_a_version_serves_only_on_the_class_config_it_was_qualified_on() -> None:
-    target = {"version": "3", "hardware_config.cpu": "f" * 64}
-    assert pinned_config_problem(target, "cpu", "f" * 64) is None
-    assert "never qualified on hardware class 'h100x1'" in (pinned_config_problem(target, "h100x1", "e" * 64) or "")
-    changed = pinned_config_problem(target, "cpu", "e" * 64) or ""
-    assert "include/hardware_configs/cpu.yaml now hashes to eeeeeeeeeeee" in changed and "re-qualify" in changed
+def test_a_version_serves_only_on_the_class_config_it_was_qualified_on(settings: settings_mod.Settings) -> None:
+    cpu = load_hardware_class("cpu", settings.hardware_configs_dir)
+    h100 = load_hardware_class("h100x1", settings.hardware_configs_dir)
+    target = {"version": "3", "hardware_config.cpu": cpu.config_hash}
+    pins = target_hardware_pins(target)
+    assert pins == {"cpu": cpu.config_hash}
+    assert hardware_pin_problem(pins, cpu, config_path("cpu", settings.hardware_configs_dir)) is None
+    never = hardware_pin_problem(pins, h100, config_path("h100x1", settings.hardware_configs_dir)) or ""
+    assert "no entry for class 'h100x1' (it pins cpu)" in never and "qualify the version on 'h100x1'" in never
+    changed = cpu.model_copy(update={"vllm": cpu.vllm.model_copy(update={"max_num_seqs": 3})})
+    problem = hardware_pin_problem(pins, changed, config_path("cpu", settings.hardware_configs_dir)) or ""
+    assert problem.startswith(f"include/hardware_configs/cpu.yaml: config hash {changed.config_hash} differs")
+    assert "re-qualify the version on the changed class" in problem
 
 
 def test_qualification_serves_each_target_on_its_own_pin_never_the_platform_default(

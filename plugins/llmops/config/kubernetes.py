@@ -26,6 +26,12 @@ KUBERNETES_CONN_ID = "kubernetes_default"
 """The Airflow connection the ``KubernetesPodOperator`` reads (cluster, namespace, and the
 ``xcom_sidecar_container_*`` extras of the XCom sidecar it adds to every pod)."""
 
+RUN_AS_USER = 1000
+RUN_AS_GROUP = 1000
+FS_GROUP = 1000
+"""The restricted identity of every pod the project renders (job pods and serving Deployments):
+non-root, one fixed user and group, the model cache writable through ``fsGroup``."""
+
 MODEL_CACHE_CLAIM = "llmops-model-cache"
 """The PersistentVolumeClaim every serving pod mounts as its model cache (``deploy/`` creates it;
 the launcher's ``model_cache_claim`` argument overrides it per task)."""

@@ -19,11 +19,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from llmops.config.settings import PROJECT_ROOT
 from llmops.core.fields import INPUT_ERRORS, kind, load_yaml_file, short_repr
 from llmops.core.limits import HARDWARE_CONFIG_MAX_BYTES, MAX_REPORTED_PROBLEMS
 
@@ -260,6 +262,28 @@ class HardwareClass(_Strict):
 def config_path(name: str, configs_dir: str | Path) -> Path:
     """Where the config of hardware class ``name`` lives."""
     return Path(configs_dir) / f"{name}{CONFIG_SUFFIX}"
+
+
+def hardware_pin_problem(pinned: Mapping[str, str], hw: HardwareClass, config_file: str | Path) -> str | None:
+    """Why a version pinned to ``pinned`` (class name -> config hash, a deployment manifest's
+    ``hardware_configs``) may not serve on ``hw`` whose YAML is ``config_file``; ``None`` when it may.
+
+    What serves must be what was qualified: a class the version was never qualified on, or a
+    class whose config changed since, is refused, with the file and the fix named.
+    """
+    path = Path(config_file)
+    shown = path.relative_to(PROJECT_ROOT) if path.is_relative_to(PROJECT_ROOT) else path
+    digest = pinned.get(hw.name)
+    if digest is None:
+        return (f"hardware_configs has no entry for class {hw.name!r} (it pins {', '.join(sorted(pinned)) or 'none'}); "
+                f"fix: serve it on one of those classes (LLMOPS_DEFAULT_HARDWARE_CLASS) or qualify the version on "
+                f"{hw.name!r} (model_refresh with that class)")
+    if digest != hw.config_hash:
+        return (f"{shown}: config hash {hw.config_hash} differs from hardware_configs.{hw.name} {digest} pinned "
+                f"when the version was qualified; fix: check out the commit whose {shown} has hash {digest} "
+                f"(git log -- {shown}), or re-qualify the version on the changed class (runtime_requalify) before "
+                f"it serves")
+    return None
 
 
 def load_hardware_class(name: str, configs_dir: str | Path) -> HardwareClass:

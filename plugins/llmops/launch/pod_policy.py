@@ -13,13 +13,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from llmops.config.images import image_repository, is_pinned_by_digest
+from llmops.config.kubernetes import FS_GROUP as FS_GROUP  # the restricted identity, shared with serving
 from llmops.config.kubernetes import KUBERNETES_CONN_ID
 from llmops.config.kubernetes import MODEL_CACHE_CLAIM as MODEL_CACHE_CLAIM  # the claim ``model_cache`` volumes mount
+from llmops.config.kubernetes import RUN_AS_GROUP as RUN_AS_GROUP
+from llmops.config.kubernetes import RUN_AS_USER as RUN_AS_USER
 from llmops.core.podjob import PodJobError
-
-RUN_AS_USER = 1000
-RUN_AS_GROUP = 1000
-FS_GROUP = 1000
 
 IMAGE_PULL_MARGIN_S = 600
 """Time allowed for pulling images before sidecar start-up: a CUDA vLLM image is ~10 GB."""

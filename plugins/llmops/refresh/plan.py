@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 from llmops.config.settings import Settings
-from llmops.core.hardware import HardwareClass, load_hardware_class
+from llmops.core.hardware import HardwareClass, config_path, hardware_pin_problem, load_hardware_class
 from llmops.core.job_container import jobs_container
 from llmops.core.podjob import PodJob, Resources, literal_template
 from llmops.evals.eval_job import evaluation_pod_job
@@ -21,7 +21,7 @@ from llmops.serving.weights import (
     champion_target,
     fetch_container,
     model_dir,
-    pinned_config_problem,
+    target_hardware_pins,
     with_s3_secrets,
 )
 
@@ -153,9 +153,10 @@ def plan_canary(settings: Settings, *, model: str, stage_result: dict[str, Any],
     candidate = candidate_target(stage_result)
     hw = load_hardware_class(settings.default_hardware_class, settings.hardware_configs_dir)
     for target in (champion, candidate):
-        problem = pinned_config_problem(target, hw.name, hw.config_hash)
+        problem = hardware_pin_problem(target_hardware_pins(target), hw,
+                                       config_path(hw.name, settings.hardware_configs_dir))
         if problem:
-            raise PinMismatch(f"canary of {model}: {target['role']} {problem}")
+            raise PinMismatch(f"canary of {model}: {target['role']} version {target['version']}: {problem}")
     tags = {"model": model, "model_version": candidate["version"], "champion_version": champion["version"],
             "llmops.stage": "canary"}
     if settings.canary_router == "gateway":

@@ -24,14 +24,13 @@ from typing import Any
 from llmops.config.settings import Settings
 from llmops.core.deployment import DeploymentManifest
 from llmops.core.hardware import HardwareClass, config_path, load_hardware_class
-from llmops.core.limits import MANIFEST_MAX_BYTES
 from llmops.io import s3 as s3io
+from llmops.serving.objects import deployment_manifest_uri, read_deployment_manifest
 from llmops.serving.reconcile import Drift, LiveObjects, diff_serving, hardware_drift, object_key, reconcile_verdict
 from llmops.serving.routers import STABLE
 
 DEPLOYMENTS_PREFIX = "deployments/"
 CURRENT_NAME = "current.json"
-DEPLOYMENT_NAME = "deployment.json"
 
 
 class ReconcileError(RuntimeError):
@@ -77,14 +76,12 @@ def read_manifest(s3: Any, bucket: str, model: str) -> tuple[str, DeploymentMani
         raise ReconcileError(f"{where}: version and weights_uri are required; fix: re-run the promote or rollback "
                              f"that wrote it")
     version, weights_uri = str(current["version"]), str(current["weights_uri"])
-    manifest_uri = weights_uri.rstrip("/") + "/" + DEPLOYMENT_NAME
-    mbucket, key = s3io.parse_s3_uri(manifest_uri)
+    manifest_uri = deployment_manifest_uri(weights_uri)
     try:
-        body, _ = s3io.read_bytes(s3, mbucket, key, max_bytes=MANIFEST_MAX_BYTES, what="the deployment manifest")
+        manifest = read_deployment_manifest(s3, weights_uri)
     except FileNotFoundError as exc:
         raise ReconcileError(f"{manifest_uri}: no such object (named by {where} weights_uri); fix: re-stage version "
                              f"{version} of {model!r} (the stage job writes deployment.json)") from exc
-    manifest = DeploymentManifest.from_json(body, manifest_uri)
     if manifest.model_version != version:
         raise ReconcileError(f"{manifest_uri}: model_version {manifest.model_version!r} but {where} serves version "
                              f"{version!r}; fix: check which of the two was overwritten and re-promote the version")

@@ -29,9 +29,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from llmops.config.settings import PROJECT_ROOT, Settings
+from llmops.config.kubernetes import FS_GROUP, MODEL_CACHE_CLAIM, RUN_AS_GROUP, RUN_AS_USER
+from llmops.config.settings import Settings
 from llmops.core.deployment import DeploymentManifest
-from llmops.core.hardware import HardwareClass
+from llmops.core.hardware import HardwareClass, hardware_pin_problem
 from llmops.core.podjob import Container
 from llmops.serving.gateway_router import FIELD_MANAGER, GATEWAY_GROUP, GATEWAY_VERSION, backend_filter
 from llmops.serving.routers import CANARY, STABLE, check_percent
@@ -55,14 +56,6 @@ ROLES = (STABLE, CANARY)
 GATEWAY_NAME = "llmops-gateway"
 """The Gateway every model's HTTPRoute attaches to, in the serving namespace."""
 
-MODEL_CACHE_CLAIM = "llmops-model-cache"
-"""The model cache PersistentVolumeClaim; the same value as
-:data:`llmops.launch.pod_policy.MODEL_CACHE_CLAIM` (serving may not import launch)."""
-
-# The restricted identity of the launcher's pods (llmops.launch.pod_policy), same values.
-RUN_AS_USER = 1000
-RUN_AS_GROUP = 1000
-FS_GROUP = 1000
 
 REPLICAS = 1
 SERVICE_PORT = DEFAULT_VLLM_PORT
@@ -134,23 +127,12 @@ def render_serving(manifest: DeploymentManifest, hw: HardwareClass, settings: Se
 
 def check_hardware_pin(manifest: DeploymentManifest, hw: HardwareClass, config_file: str | Path) -> None:
     """Refuse (:class:`RenderError`) to serve ``manifest`` on ``hw`` unless ``hw``'s config hashes to
-    the manifest's pin for that class: what serves must be what was qualified.
-
-    ``config_file`` is the class's YAML (named in the message with the fix).
+    the manifest's pin for that class (:func:`llmops.core.hardware.hardware_pin_problem`): what
+    serves must be what was qualified. ``config_file`` is the class's YAML, named with the fix.
     """
-    path = Path(config_file)
-    config_file = path.relative_to(PROJECT_ROOT) if path.is_relative_to(PROJECT_ROOT) else path
-    pinned = manifest.hardware_configs.get(hw.name)
-    where = f"deployment manifest of {manifest.model_name!r} version {manifest.model_version}"
-    if pinned is None:
-        raise RenderError(f"{where}: hardware_configs has no entry for class {hw.name!r} (it pins "
-                          f"{', '.join(sorted(manifest.hardware_configs))}); fix: serve it on one of those classes "
-                          f"(LLMOPS_DEFAULT_HARDWARE_CLASS) or qualify the version on {hw.name!r}")
-    if pinned != hw.config_hash:
-        raise RenderError(f"{config_file}: config hash {hw.config_hash} differs from hardware_configs.{hw.name} "
-                          f"{pinned} pinned by the {where}; fix: check out the commit whose {config_file} has "
-                          f"hash {pinned} (git log -- {config_file}), or re-qualify the version on the changed "
-                          f"class before it serves")
+    problem = hardware_pin_problem(manifest.hardware_configs, hw, config_file)
+    if problem:
+        raise RenderError(f"deployment manifest of {manifest.model_name!r} version {manifest.model_version}: {problem}")
 
 
 def render_route(model: str, settings: Settings, *, canary_percent: int = 0) -> dict[str, Any]:

@@ -79,20 +79,9 @@ def version_target(role: str, version: registry.RegisteredVersion) -> dict[str, 
     return target
 
 
-def pinned_config_problem(target: dict[str, str], hw_name: str, config_hash: str) -> str | None:
-    """Why ``target`` may not serve on hardware class ``hw_name`` whose config hashes to ``config_hash``
-    (``None``: it may). A version serves only on a class config it was qualified on."""
-    pinned = target.get(f"hardware_config.{hw_name}")
-    if pinned is None:
-        return (f"version {target['version']} was never qualified on hardware class {hw_name!r} (qualified on: "
-                f"{', '.join(k.split('.', 1)[1] for k in target if k.startswith('hardware_config.')) or 'none'}); "
-                f"fix: qualify it there first (model_refresh with hardware_classes including {hw_name})")
-    if pinned != config_hash:
-        return (f"version {target['version']} was qualified on hardware class {hw_name!r} with config hash "
-                f"{pinned[:12]}..., but include/hardware_configs/{hw_name}.yaml now hashes to {config_hash[:12]}...: "
-                f"what serves would not be what was qualified; fix: revert the config change, or re-qualify the "
-                f"champion on the new config (runtime_requalify DAG) before it serves")
-    return None
+def target_hardware_pins(target: dict[str, str]) -> dict[str, str]:
+    """The ``hardware_config.<class>`` pins of a serving target as ``{class: config hash}``."""
+    return {key.split(".", 1)[1]: value for key, value in target.items() if key.startswith("hardware_config.")}
 
 
 def champion_target(reg: registry.ModelRegistry, model: str) -> dict[str, str] | None:
