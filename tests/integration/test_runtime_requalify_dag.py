@@ -57,7 +57,7 @@ def _champion(platform, models_dir: Path, model: str, image: str, tmp_path: Path
 
     drop = publish(models_dir / "good", model, "r1", image, tmp_path)["drop_uri"]
     received = _job("receive", "--drop-uri", drop, "--models-bucket", "llmops-models", xcom=tmp_path / "receive")
-    staged = _job("stage", "--drop-uri", drop, "--registered-model", model, "--hardware-classes", "cpu",
+    staged = _job("stage", "--drop-uri", drop, "--registered-model", model, "--hardware-classes", "cpu,h100x1",
                   "--models-bucket", "llmops-models", "--source-etags", json.dumps(received["etags"]),
                   "--runtime-version", received["runtime"]["vllm_version"], xcom=tmp_path / "stage")
     ModelRegistry(platform.endpoints.mlflow_url).promote(model, staged["model_version"])
@@ -158,7 +158,9 @@ def test_identical_runtime_moves_the_pin_and_one_changing_answers_is_rejected(
         assert manifest["runtime_image"] == REBUILD and old["runtime_image"] == pinned_image
         assert {k: v for k, v in manifest.items() if k not in ("runtime_image", "hardware_configs")} == {
             k: v for k, v in old.items() if k not in ("runtime_image", "hardware_configs")}
-        assert manifest["hardware_configs"]["cpu"] == champion.tags["pin.hardware_config.cpu"]
+        assert manifest["hardware_configs"] == {"cpu": champion.tags["pin.hardware_config.cpu"]}
+        assert set(old["hardware_configs"]) == {"cpu", "h100x1"}
+        assert "pin.hardware_config.h100x1" not in champion.tags, "re-qualified on cpu only"
         current = s3io.read_json(s3, "llmops-models", f"deployments/{model}/current.json")
         assert current["action"] == "runtime_upgrade" and current["pins"]["runtime_image"] == REBUILD
         document, _ = s3io.read_bytes(s3, *s3io.parse_s3_uri(champion.tags["llmops.serving_document"]),
@@ -174,5 +176,8 @@ def test_identical_runtime_moves_the_pin_and_one_changing_answers_is_rejected(
         # Both runtimes are seen now: the next detection evaluates nothing.
         seen = s3io.read_json(s3, "llmops-models", SEEN_KEY)["runtimes"]
         assert seen[rebuild.identity]["outcome"] == "qualified" and seen[bf16.identity]["outcome"] == "rejected"
+        again = _dag().test(run_conf={"model": model})
+        states = {ti.task_id: ti.state for ti in again.get_task_instances()}
+        assert again.state == "success" and states["evaluate"] == "skipped", states
     finally:
         shutil.rmtree(Path(os.environ["LLMOPS_MODELS_DIR"]) / model, ignore_errors=True)

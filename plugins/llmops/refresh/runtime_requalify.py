@@ -327,8 +327,10 @@ def move_pin(settings: Settings, *, qualified: dict[str, Any], tracking_uri: str
              run_id: str) -> dict[str, Any]:
     """Pin the qualified champion to the new runtime: the old ``deployment.json`` kept as
     ``deployment.<n>.json``, a new one with the runtime and the default class's current config
-    hash, the registry pins, the serving objects re-applied, ``deployments/<model>/current.json``
-    recording the move. A retry converges: a manifest already pinning the runtime is not archived again."""
+    hash (the only class it was re-qualified on: other classes' pins are dropped, in the manifest
+    and the registry), the registry pins, the serving objects re-applied,
+    ``deployments/<model>/current.json`` recording the move. A retry converges: a manifest already
+    pinning the runtime is not archived again."""
     from llmops.io import s3 as s3io
     from llmops.refresh.actions import SERVING_DOCUMENT_TAG, SERVING_SHA256_TAG
     from llmops.serving.deployments import serve_champion
@@ -349,10 +351,15 @@ def move_pin(settings: Settings, *, qualified: dict[str, Any], tracking_uri: str
     archived = None
     if (manifest.runtime_image, manifest.runtime_version) != (runtime.image, runtime.vllm_version):
         archived = _archive_manifest(s3, champion.source)
+        # Qualified on the new runtime on this class only: the other classes' pins do not carry over
+        # (a version serves only on a runtime and class config it was qualified on together).
         manifest = replace(manifest, runtime_image=runtime.image, runtime_version=runtime.vllm_version,
-                           hardware_configs={**manifest.hardware_configs, hw.name: hw.config_hash})
+                           hardware_configs={hw.name: hw.config_hash})
         bucket, key = s3io.parse_s3_uri(deployment_manifest_uri(champion.source))
         s3io.write_json(s3, bucket, key, manifest.to_dict())
+    for stale in sorted(k for k in champion.tags if k.startswith(HARDWARE_CONFIG_PIN)
+                        and k != f"{HARDWARE_CONFIG_PIN}{hw.name}"):
+        reg.client.delete_model_version_tag(model, version, stale)
     reg.tag(model, version, {RUNTIME_IMAGE_PIN: runtime.image,
                              f"{registry.PIN_PREFIX}runtime_image_digest": runtime.digest,
                              RUNTIME_VERSION_PIN: runtime.vllm_version,
