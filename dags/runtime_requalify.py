@@ -21,8 +21,9 @@ answers there: this catches a silent kernel miscompile after an upgrade.
    `llmops-runtime-requalify`) and the runtime's verdict written to
    `runtimes/<digest>/<identity>/verdict.json` (`qualified` or `rejected`).
 4. **move_pins** (qualified): the champion's `deployment.json` is re-pinned to the new runtime
-   (the old one kept as `deployment.<n>.json`), its registry pins updated, its serving objects
-   re-applied; **rebaseline** then emits `benchmark_targets_changed` naming the runtime change.
+   and the default class (the old one kept as `deployment.<n>.json`), its registry pins
+   updated, its serving objects re-applied (asset `serving_changed`); **rebaseline** then emits
+   `benchmark_targets_changed` naming the runtime change.
 5. **check_verdicts** (rejected): fails the run naming the categories that changed; receive
    refuses drops pinned to the runtime from then on.
 6. **record_seen**: a runtime with a verdict, or nothing to re-qualify, is no longer new.
@@ -37,6 +38,7 @@ from llmops.config import dag_defaults, settings
 from llmops.core.hardware import load_hardware_class
 from llmops.evals.eval_job import eval_pod_timeout_s
 from llmops.launch import mapped_pod_job_task
+from llmops.serving.assets import SERVING_CHANGED
 from llmops.serving.vllm import pool_kwargs
 
 SETTINGS = settings.load()
@@ -136,12 +138,17 @@ with DAG(
 
     verdicts = judge(planned["pairs"], evaluate.output)
 
-    @task(task_id="move_pins", execution_timeout=dag_defaults.LIGHT_TASK_TIMEOUT)
+    # What serves changed: serving_reconcile checks the live objects against the new render.
+    @task(task_id="move_pins", outlets=[SERVING_CHANGED], execution_timeout=dag_defaults.LIGHT_TASK_TIMEOUT)
     def move_pins(qualified: list, run_id: str | None = None) -> list:
-        """Each qualified champion re-pinned to the new runtime and served on it."""
+        """Each qualified champion re-pinned to the new runtime and served on it (skipped when none qualified)."""
         from airflow.sdk import BaseHook, Variable
+        from airflow.sdk.exceptions import AirflowSkipException
 
         from llmops.refresh import runtime_requalify
+
+        if not qualified:
+            raise AirflowSkipException("no runtime qualified: no pin moves")
 
         tracking_uri = BaseHook.get_connection("llmops_mlflow").host
         bucket = Variable.get("llmops_bucket_models")
