@@ -136,8 +136,13 @@ def pairs_to_run(settings: Settings, reg: registry.ModelRegistry, runtimes: list
                 continue
             target = version_target("champion", champion)
             if target["runtime_image"] == runtime.image:
+                # The same image under a new identity is a CUDA/driver bump: a property of the nodes,
+                # which one run on one hardware class cannot pair (both sides would land on the same
+                # nodes). Named in the seen state, never passed as qualified.
                 skipped.append({"runtime": runtime.image, "identity": runtime.identity, "model": name,
-                                "why": f"champion v{champion.version} is already pinned to this image"})
+                                "why": f"champion v{champion.version} is already pinned to this image; a CUDA or "
+                                       f"driver change under it is not paired here (both evals would run on "
+                                       f"the same nodes): re-qualify on nodes with the new driver by hand"})
                 continue
             pairs.append({"runtime": runtime.to_dict(), "model": name, "champion_version": champion.version,
                           "target": target})
