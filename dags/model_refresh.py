@@ -112,14 +112,9 @@ with DAG(
     # conditional write; a run that finds it held waits without holding a worker slot.
     @task.sensor(task_id="claim_model", mode="reschedule", poke_interval=30, timeout=24 * 3600)
     def claim_model(params: dict | None = None, run_id: str | None = None) -> PokeReturnValue:
-        """Hold the model's refresh lease, or wait while another live run holds it."""
-        from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
-
-        def holder_alive(holder: str) -> bool:
-            return RuntimeTaskInstance.get_dr_count(dag_id="model_refresh", run_ids=[holder],
-                                                    states=["queued", "running"]) > 0
-
-        held, why = actions.claim_model(params["model"], run_id, holder_alive)
+        """Hold the model's refresh lease, or wait while another live run (a refresh, or a
+        runtime_requalify moving the champion's pin) holds it."""
+        held, why = actions.claim_model(params["model"], run_id)
         log.info(why)
         return PokeReturnValue(is_done=held, xcom_value=why)
 

@@ -152,8 +152,8 @@ with DAG(
 
         tracking_uri = BaseHook.get_connection("llmops_mlflow").host
         bucket = Variable.get("llmops_bucket_models")
-        return [runtime_requalify.move_pin(SETTINGS, qualified=one, tracking_uri=tracking_uri, models_bucket=bucket,
-                                           run_id=run_id) for one in qualified]
+        return [runtime_requalify.move_pin_under_lease(SETTINGS, qualified=one, tracking_uri=tracking_uri,
+                                                       models_bucket=bucket, run_id=run_id) for one in qualified]
 
     moved = move_pins(verdicts["qualified"])
 

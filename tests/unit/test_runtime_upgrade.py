@@ -270,3 +270,43 @@ def test_each_champion_is_evaluated_once_on_its_pin_and_once_per_new_runtime() -
         # Every side serves the very same weights, fetched and digest-verified before vLLM starts.
         [fetch] = job.init_containers
         assert "e" * 64 in fetch.args and "--full-verify" in fetch.args
+
+
+# -- the pin moves under the model's refresh lease -----------------------------------------------
+
+
+def test_a_pin_moves_only_under_the_models_lease_and_gives_it_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    from llmops.config import settings as settings_mod
+    from llmops.refresh import actions, runtime_requalify
+
+    conf = settings_mod.load()
+    qualified = {"model": "m", "runtime": {"image": "llmops.local/vllm-cpu-rebuild@sha256:" + "1" * 64}}
+    monkeypatch.setattr(actions, "claim_model", lambda model, run_id: (False, f"{model}: refresh run r9 holds it"))
+    with pytest.raises(runtime_requalify.ModelBusy, match=r"r9 holds it; the champion's pin moves to .* later try"):
+        runtime_requalify.move_pin_under_lease(conf, qualified=qualified, tracking_uri="t", models_bucket="b",
+                                               run_id="req-1")
+
+    released: list[tuple[str, str]] = []
+    monkeypatch.setattr(actions, "claim_model", lambda model, run_id: (True, "held"))
+    monkeypatch.setattr(actions, "release_model", lambda model, run_id: released.append((model, run_id)) or True)
+
+    def fails(*_: object, **__: object) -> None:
+        raise RuntimeError("S3 went away mid-move")
+
+    monkeypatch.setattr(runtime_requalify, "move_pin", fails)
+    with pytest.raises(RuntimeError, match="mid-move"):
+        runtime_requalify.move_pin_under_lease(conf, qualified=qualified, tracking_uri="t", models_bucket="b",
+                                               run_id="req-1")
+    assert released == [("m", "req-1")]
+
+
+def test_a_live_pin_move_holds_the_lease_against_a_refresh(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    from llmops.refresh import actions
+
+    live = {("runtime_requalify", "scheduled__1")}
+    monkeypatch.setattr(RuntimeTaskInstance, "get_dr_count", staticmethod(
+        lambda dag_id, run_ids, states: sum((dag_id, r) in live for r in run_ids)))
+    assert actions.lease_holder_alive("scheduled__1")  # a refresh waits for the pin move
+    assert not actions.lease_holder_alive("manual__gone")  # a dead holder is taken over

@@ -109,7 +109,23 @@ def _serve(settings: Settings, reg: registry.ModelRegistry, record: dict[str, An
     return {**served, "document_uri": uri}
 
 
-def claim_model(model: str, run_id: str, holder_alive: Any) -> tuple[bool, str]:
+LEASE_DAGS = ("model_refresh", "runtime_requalify")
+"""The DAGs whose runs take a model's refresh lease: a refresh, and a runtime pin move."""
+
+
+def lease_holder_alive(holder: str) -> bool:
+    """Whether the run ``holder`` (a run id of one of :data:`LEASE_DAGS`) is still queued or running.
+
+    Either DAG may hold the lease, so a refresh must not take it over from a live pin move (and
+    the other way round). A run id found in either DAG counts: waiting is the safe side.
+    """
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    return any(RuntimeTaskInstance.get_dr_count(dag_id=dag_id, run_ids=[holder], states=["queued", "running"]) > 0
+               for dag_id in LEASE_DAGS)
+
+
+def claim_model(model: str, run_id: str, holder_alive: Any = lease_holder_alive) -> tuple[bool, str]:
     """Take ``model``'s refresh lease in the models bucket (see :mod:`llmops.refresh.lease`)."""
     from llmops.refresh import lease
 

@@ -328,6 +328,29 @@ def _log_verdict(pair: dict[str, Any], runtime: Runtime, verdict: RuntimeVerdict
 # -- a qualified champion's pin moves -----------------------------------------------------------
 
 
+class ModelBusy(RuntimeError):
+    """A live run holds the model's refresh lease: the pin moves on a later try."""
+
+
+def move_pin_under_lease(settings: Settings, *, qualified: dict[str, Any], tracking_uri: str, models_bucket: str,
+                         run_id: str) -> dict[str, Any]:
+    """:func:`move_pin` while holding the model's refresh lease (the one ``model_refresh`` takes),
+    so a refresh never promotes over a pin half moved, nor a pin move re-serves over a canary.
+    Raises :class:`ModelBusy` (retried by the task) while another live run holds it."""
+    from llmops.refresh.actions import claim_model, release_model
+
+    model = qualified["model"]
+    held, why = claim_model(model, run_id)
+    if not held:
+        raise ModelBusy(f"{why}; the champion's pin moves to {qualified['runtime']['image']} on a later try "
+                        "(a refresh in progress may change the champion: the move re-checks it)")
+    try:
+        return move_pin(settings, qualified=qualified, tracking_uri=tracking_uri, models_bucket=models_bucket,
+                        run_id=run_id)
+    finally:
+        release_model(model, run_id)
+
+
 def move_pin(settings: Settings, *, qualified: dict[str, Any], tracking_uri: str, models_bucket: str,
              run_id: str) -> dict[str, Any]:
     """Pin the qualified champion to the new runtime: the old ``deployment.json`` kept as
