@@ -215,6 +215,28 @@ def test_a_runtime_change_is_compared_against_the_old_baseline_and_named() -> No
     assert verdict.runtime_change in verdict.reasons
 
 
+def test_a_requalified_pinned_runtime_starts_a_new_baseline_and_reports_the_old_ratio() -> None:
+    from dataclasses import replace
+
+    new_runtime = "0.33.0@sha256:" + "2" * 64
+    old_nights = [replace(s, runtime_pinned=True) for s in nights([100.0] * 5)]
+    first = replace(sample("now", 10, throughput=70.0, runtime=new_runtime), runtime_pinned=True)
+    verdict = judge(first, old_nights, POLICY)
+    assert verdict.status == "new_baseline"
+    [reason] = verdict.reasons
+    assert reason.startswith(f"runtime re-qualified ({RUNTIME} -> {new_runtime}): new baseline")
+    assert "request_throughput_rps x0.700" in reason  # the slower runtime is visible the night it lands
+    # Later nights on the re-qualified runtime are judged against its own runs only.
+    later = [replace(sample(f"r{i}", 11.0 + i, throughput=70.0, runtime=new_runtime), runtime_pinned=True)
+             for i in range(4)]
+    tonight = replace(sample("tonight", 20, throughput=69.0, runtime=new_runtime), runtime_pinned=True)
+    settled = judge(tonight, [*old_nights, first, *later], POLICY)
+    assert settled.status == "ok" and "n0" not in settled.baseline_runs
+    # An unpinned run (the default checkpoint on the platform's image) keeps the old baseline.
+    assert judge(sample("now", 10, throughput=70.0, runtime=new_runtime), nights([100.0] * 5),
+                 POLICY).status == "regression"
+
+
 def test_the_run_itself_and_later_runs_never_count_as_its_history() -> None:
     current = sample("now", 10, throughput=50.0)
     history = [current, *nights([100.0, 100.0]), sample("later", 11, 50.0), sample("later2", 12, 50.0)]

@@ -206,3 +206,14 @@ def test_canary_pool_slots_count_both_servers_gpus(settings: settings_mod.Settin
     small = h100.model_copy(update={"pool": h100.pool.model_copy(update={"slots": 1})})
     with pytest.raises(ValueError, match=r"pool.slots is 1, but the canary pod requests 2 GPUs"):
         canary_pool_kwargs(small, "nginx")
+
+
+def test_a_registered_versions_benchmark_run_is_tagged_runtime_pinned() -> None:
+    from llmops.benchmarks.recording import run_tags
+
+    entry = {"name": "chat", "workload_hash": "w" * 64, "status": "ok"}
+    result = {"hardware_class": "cpu", "config_hash": "c" * 64, "runtime_version": "0.32.0", "runtime_image": RUNTIME_A}
+    pinned = run_tags({**result, "target": {"role": "champion", "runtime_image": RUNTIME_A}}, entry,
+                      airflow_run_id="r", trigger="schedule")
+    default = run_tags({**result, "target": {"role": "default"}}, entry, airflow_run_id="r", trigger="schedule")
+    assert (pinned["llmops.runtime_pinned"], default["llmops.runtime_pinned"]) == ("true", "false")

@@ -55,6 +55,8 @@ def run_tags(result: Mapping[str, Any], entry: Mapping[str, Any], *, airflow_run
         _tag("workload"): str(entry["name"]), _tag("workload_hash"): str(entry["workload_hash"]),
         _tag("runtime"): runtime_id(str(result.get("runtime_version", "")), str(result.get("runtime_image", ""))),
         _tag("what_if"): "true" if overrides else "false", _tag("status"): str(entry["status"]),
+        # A registered version runs on its pinned runtime: a change of it is a qualified pin move.
+        _tag("runtime_pinned"): "true" if target.get("runtime_image") else "false",
         _tag("trigger"): trigger, "airflow_run_id": airflow_run_id,
     }
     if target.get("role") == "default":
@@ -157,6 +159,7 @@ def sample_from_run(run: Any) -> Sample:
                   config_hash=run.data.tags.get(_tag("config_hash"), ""),
                   workload_hash=run.data.tags.get(_tag("workload_hash"), ""),
                   runtime=run.data.tags.get(_tag("runtime"), ""),
+                  runtime_pinned=run.data.tags.get(_tag("runtime_pinned")) == "true",
                   metrics={k.removeprefix(prefix): v for k, v in run.data.metrics.items() if k.startswith(prefix)})
 
 
@@ -179,7 +182,7 @@ def judge_night(recorded: Sequence[Mapping[str, Any]], policies: Mapping[str, Po
             continue
         current = Sample(run_id=rec["run_id"], started_at=rec["started_at"], config_hash=tags[_tag("config_hash")],
                          workload_hash=tags[_tag("workload_hash")], runtime=tags[_tag("runtime")],
-                         metrics=rec["metrics"])
+                         runtime_pinned=tags.get(_tag("runtime_pinned")) == "true", metrics=rec["metrics"])
         past = history(client, experiment_id, hardware_class=hw_name, model_key=tags[_tag("model_key")],
                        workload=tags[_tag("workload")])
         verdict = judge(current, past, policies.get(hw_name, Policy()))

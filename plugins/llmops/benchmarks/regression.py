@@ -15,9 +15,13 @@ A throughput metric regresses when it drops by more than the tolerance; a latenc
 when it rises by more than the tolerance. With fewer than ``min_history`` matching runs the
 verdict is ``insufficient_history`` (reported, never a regression); when earlier runs exist
 but none on this config hash (or workload definition) it is ``new_baseline``. The runtime
-(vLLM version, image digest) is deliberately *not* part of the baseline key: a runtime or
-driver upgrade on an unchanged config is exactly what this check exists to catch, so such a
-change is named in the verdict's reasons instead of resetting the baseline.
+(vLLM version, image digest) is *not* part of the baseline key of an unpinned run (the default
+checkpoint on the platform's image): a runtime or driver upgrade on an unchanged config is
+exactly what this check exists to catch, so such a change is named in the verdict's reasons
+instead of resetting the baseline. A registered version's run is ``runtime_pinned``: its
+runtime changes only when ``runtime_requalify`` qualified the new one and moved the pin, a
+deliberate change that starts a new baseline on that runtime; the verdict still reports the
+ratios to the previous runtime's baseline, so a slower runtime is visible the night it lands.
 
 No I/O: callers fetch the history (MLflow) and act on the verdict.
 """
@@ -98,6 +102,7 @@ class Sample:
     workload_hash: str
     runtime: str
     metrics: Mapping[str, float]
+    runtime_pinned: bool = False
 
 
 @dataclass(frozen=True)
@@ -164,7 +169,8 @@ def baseline_history(current: Sample, history: Sequence[Sample], window: int) ->
     """
     earlier = [s for s in history if s.run_id != current.run_id and s.started_at < current.started_at]
     matching = [s for s in earlier if s.config_hash == current.config_hash
-                and s.workload_hash == current.workload_hash]
+                and s.workload_hash == current.workload_hash
+                and (not current.runtime_pinned or s.runtime == current.runtime)]
     matching.sort(key=lambda s: s.started_at, reverse=True)
     return matching[:window]
 
@@ -207,6 +213,8 @@ def judge(current: Sample, history: Sequence[Sample], policy: Policy) -> Verdict
         if latest.workload_hash != current.workload_hash:
             reasons.append(f"workload definition changed ({_short(latest.workload_hash)} -> "
                            f"{_short(current.workload_hash)}): new baseline")
+        if current.runtime_pinned and latest.runtime != current.runtime and not reasons:
+            reasons.append(_requalified_runtime(current, earlier, latest, policy))
         return Verdict(status="new_baseline", reasons=tuple(reasons) or ("no earlier run on this config",))
     runtime_change = None
     if used and used[0].runtime != current.runtime:
@@ -228,6 +236,21 @@ def judge(current: Sample, history: Sequence[Sample], policy: Policy) -> Verdict
     return Verdict(status="regression" if regressed else "ok", comparisons=comparisons,
                    baseline_runs=tuple(s.run_id for s in used), reasons=tuple(reasons),
                    runtime_change=runtime_change)
+
+
+def _requalified_runtime(current: Sample, earlier: Sequence[Sample], latest: Sample, policy: Policy) -> str:
+    """The reason of a new baseline on a re-qualified runtime, with the ratios to the old one's."""
+    old = [s for s in earlier if s.runtime == latest.runtime and s.config_hash == current.config_hash
+           and s.workload_hash == current.workload_hash][:policy.window]
+    ratios = []
+    for metric in policy.metrics:
+        values = [s.metrics[metric] for s in old if metric in s.metrics and math.isfinite(s.metrics[metric])]
+        now = current.metrics.get(metric)
+        if values and now is not None and statistics.median(values):
+            ratios.append(f"{metric} x{now / statistics.median(values):.3f}")
+    against = f"; against {latest.runtime}'s baseline: {', '.join(ratios)}" if ratios else ""
+    return (f"runtime re-qualified ({latest.runtime} -> {current.runtime}): new baseline on the pinned "
+            f"runtime{against}")
 
 
 def _describe(c: MetricComparison) -> str:
