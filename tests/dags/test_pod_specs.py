@@ -214,6 +214,43 @@ def test_qualification_pods_planned_at_run_time_are_valid(monkeypatch, kubernete
     _check_serving_pod(spec, vllm, hardware_class, "qualify")
 
 
+def test_runtime_requalify_pods_planned_at_run_time_are_valid(monkeypatch, kubernetes_connection) -> None:
+    """runtime_requalify's evaluate task is mapped over pod jobs planned at run time: the champion's
+    weights on its pinned runtime and on the new one; render both."""
+    from airflow.sdk import DAG
+
+    from llmops.config import settings
+    from llmops.core.podjob import PodJob
+    from llmops.core.runtimes import Runtime, RuntimeAllowlist
+    from llmops.launch.kubernetes import make_kubernetes_task, render_pod_manifest
+    from llmops.refresh.runtime_requalify import requalification_jobs
+
+    monkeypatch.setenv("LLMOPS_VLLM_IMAGE", VLLM_IMAGE)
+    monkeypatch.setenv("LLMOPS_JOBS_IMAGE", JOBS_IMAGE)
+    conf = settings.load()
+    digest = "ab" * 32
+    pinned = Runtime(image=VLLM_IMAGE, vllm_version="0.32.0", accelerator="cuda", cuda="12.8", driver="570.133.20")
+    new = Runtime(image="docker.io/vllm/vllm-openai@sha256:" + "e" * 64, vllm_version="0.33.0", accelerator="cuda",
+                  cuda="12.9", driver="575.51.03")
+    target = {"role": "champion", "version": "3", "weights_uri": f"s3://m/models/x/sha256-{digest}/",
+              "weight_digest": digest, "runtime_image": pinned.image, "runtime_version": pinned.vllm_version}
+    pairs = [{"runtime": new.to_dict(), "model": "x", "champion_version": "3", "target": target}]
+    jobs = requalification_jobs(conf, pairs, evalset_config="e.yaml", limit_per_category=23, s3_endpoint=None,
+                                tracking_uri="http://mlflow:5000",
+                                known=RuntimeAllowlist(source="runtimes.yaml", runtimes=(pinned, new)))
+    images = []
+    for index, job in enumerate(jobs):
+        with DAG(dag_id=f"requalify_{index}", schedule=None):
+            task = make_kubernetes_task(PodJob.from_dict(job), task_id="evaluate")
+        manifest = render_pod_manifest(task, {"params": {}})
+        _validate(manifest, f"runtime_requalify pod {index}")
+        _check_xcom_sidecar(manifest, kubernetes_connection, "evaluate")
+        fetch, vllm = manifest["spec"]["initContainers"]
+        assert fetch["args"][fetch["args"].index("--weight-digest") + 1] == digest
+        images.append(vllm["image"])
+    assert images == [pinned.image, new.image]
+
+
 def test_both_launchers_run_the_same_pod_job(monkeypatch) -> None:
     local = {(d.dag_id, t.task_id): t.pod_job for d, t in _pod_tasks(_dagbag(monkeypatch, "local"), "LocalPodOperator")}
     kube = {(d.dag_id, t.task_id): t.pod_job

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -63,6 +66,15 @@ def platform(session_dir: Path) -> Iterator[EmbeddedPlatform]:
             service.stop()
         os.environ.clear()
         os.environ.update(saved)
+
+
+def run_job_cli(name: str, *args: str, xcom: Path) -> dict:
+    """Run a pod job's CLI (``python -m llmops.jobs.<name>``) as the launchers do; return its result."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "plugins"), "LLMOPS_XCOM_DIR": str(xcom)}
+    done = subprocess.run([sys.executable, "-m", f"llmops.jobs.{name}", *args], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads((xcom / "return.json").read_text())
 
 
 @pytest.fixture

@@ -19,12 +19,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
+
+from tests.integration.conftest import run_job_cli
 
 pytestmark = [pytest.mark.integration, pytest.mark.vllm]
 
@@ -42,22 +42,14 @@ def _dag():
     return bag.dags["runtime_requalify"]
 
 
-def _job(name: str, *args: str, xcom: Path) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "plugins"), "LLMOPS_XCOM_DIR": str(xcom)}
-    done = subprocess.run([sys.executable, "-m", f"llmops.jobs.{name}", *args], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return json.loads((xcom / "return.json").read_text())
-
-
 def _champion(platform, models_dir: Path, model: str, image: str, tmp_path: Path) -> str:
     """The ``good`` checkpoint received, staged (pinned to ``image``) and promoted: the champion's version."""
     from llmops.embedded.scenario import publish
     from llmops.io.registry import ModelRegistry
 
     drop = publish(models_dir / "good", model, "r1", image, tmp_path)["drop_uri"]
-    received = _job("receive", "--drop-uri", drop, "--models-bucket", "llmops-models", xcom=tmp_path / "receive")
-    staged = _job("stage", "--drop-uri", drop, "--registered-model", model, "--hardware-classes", "cpu,h100x1",
+    received = run_job_cli("receive", "--drop-uri", drop, "--models-bucket", "llmops-models", xcom=tmp_path / "receive")
+    staged = run_job_cli("stage", "--drop-uri", drop, "--registered-model", model, "--hardware-classes", "cpu,h100x1",
                   "--models-bucket", "llmops-models", "--source-etags", json.dumps(received["etags"]),
                   "--runtime-version", received["runtime"]["vllm_version"], xcom=tmp_path / "stage")
     ModelRegistry(platform.endpoints.mlflow_url).promote(model, staged["model_version"])

@@ -10,14 +10,13 @@ final check must fail after the report is written.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+
+from tests.integration.conftest import run_job_cli
 
 pytestmark = pytest.mark.integration
 
@@ -33,21 +32,12 @@ def _dag():
     return bag.dags["weekly_eval_drift"]
 
 
-def _job(name: str, *args: str, xcom: Path) -> dict:
-    """Run a refresh pod job's CLI as the launchers do; return its result."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "plugins"), "LLMOPS_XCOM_DIR": str(xcom)}
-    done = subprocess.run([sys.executable, "-m", f"llmops.jobs.{name}", *args], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return json.loads((xcom / "return.json").read_text())
-
-
 def _register(publish, checkpoint: Path, model: str, revision: str, models_bucket: str, tmp_path: Path) -> str:
     """Publish, receive and stage a checkpoint (the refresh pipeline's own jobs); return its version."""
     drop_uri = publish(checkpoint, model, revision)
-    received = _job("receive", "--drop-uri", drop_uri, "--experiment", "llmops-drift-tests",
+    received = run_job_cli("receive", "--drop-uri", drop_uri, "--experiment", "llmops-drift-tests",
                     xcom=tmp_path / f"receive-{revision}")
-    staged = _job("stage", "--drop-uri", drop_uri, "--registered-model", model, "--hardware-classes", "cpu",
+    staged = run_job_cli("stage", "--drop-uri", drop_uri, "--registered-model", model, "--hardware-classes", "cpu",
                   "--experiment", "llmops-drift-tests", "--models-bucket", models_bucket,
                   "--source-etags", json.dumps(received["etags"]), xcom=tmp_path / f"stage-{revision}")
     return str(staged["model_version"])
