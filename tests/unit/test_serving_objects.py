@@ -32,7 +32,11 @@ class FakeApiServer:
     router's) replaces its spec. Every request is logged in :attr:`calls`.
     """
 
-    def __init__(self, *, rollout_reads: int = 1) -> None:
+    def __init__(self, *, rollout_reads: int = 1, gateway_accepts_after: int | None = None) -> None:
+        # gateway_accepts_after: a Gateway controller reports each route generation Accepted after
+        # that many reads (None: no controller reports a status at all).
+        self.gateway_accepts_after = gateway_accepts_after
+        self.route_reads: dict[str, int] = {}
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}
         self.applied: list[dict[str, Any]] = []
         self.apply_kwargs: list[dict[str, Any]] = []
@@ -58,6 +62,10 @@ class FakeApiServer:
             live["status"] = {"observedGeneration": generation, "replicas": replicas, "updatedReplicas": 0,
                               "availableReplicas": 0}
             self.reads_left[name] = self.rollout_reads
+        if kind == "HTTPRoute" and self.gateway_accepts_after is not None:
+            live["status"] = {"parents": [{"parentRef": {"name": "llmops-gateway"}, "conditions": [
+                {"type": "Accepted", "status": "True", "observedGeneration": generation}]}]}
+            self.route_reads[name] = 0
         self.objects[(kind, name)] = live
         return copy.deepcopy(live)
 
@@ -95,6 +103,11 @@ class FakeApiServer:
 
     def get_namespaced_custom_object(self, group: str, version: str, namespace: str, plural: str,
                                      name: str) -> dict[str, Any]:
+        live = self.objects.get(("HTTPRoute", name))
+        if live is not None and self.gateway_accepts_after is not None:
+            self.route_reads[name] = self.route_reads.get(name, 0) + 1
+            if self.route_reads[name] >= self.gateway_accepts_after:
+                live["status"]["parents"][0]["conditions"][0]["observedGeneration"] = live["metadata"]["generation"]
         return self._read("HTTPRoute", name)
 
     def read_namespaced_deployment_status(self, name: str, namespace: str) -> dict[str, Any]:
@@ -137,8 +150,9 @@ def test_kubernetes_apply_is_a_forced_server_side_apply_by_llmops_for_each_kind(
     for obj in (_deployment(), _service(), _route()):
         stored = store.apply(obj)
         assert stored["metadata"]["name"] == obj["metadata"]["name"]
+    # An applied route is read back once: no Gateway reports a status here, so the stored spec is all.
     assert [(c[1], c[2]) for c in api.calls] == [("Deployment", "chat-stable"), ("Service", "chat-stable"),
-                                                 ("HTTPRoute", "chat")]
+                                                 ("HTTPRoute", "chat"), ("HTTPRoute", "chat")]
     assert api.applied == [_deployment(), _service(), _route()]  # the bodies exactly as rendered
     assert all(kw == {"field_manager": FIELD_MANAGER, "force": True, "_content_type": APPLY_CONTENT_TYPE}
                for kw in api.apply_kwargs)
@@ -237,3 +251,25 @@ def test_the_mode_picks_the_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 ])
 def test_rolled_out_matches_kubectl_rollout_status(status: dict[str, int], done: bool) -> None:
     assert rolled_out({"metadata": {"generation": 2}, "spec": {"replicas": 2}, "status": status}) is done
+
+
+def test_a_route_is_applied_once_the_gateway_accepted_its_generation() -> None:
+    from llmops.serving.render import render_route
+
+    api = FakeApiServer(gateway_accepts_after=3)
+    store = api.store()
+    route = render_route("chat", settings_mod.load({"LLMOPS_LAUNCHER": "kubernetes"}))
+    store.apply(route)
+    assert api.calls[0] == ("apply", "HTTPRoute", "chat")
+    assert api.calls[1:] == [("get", "HTTPRoute", "chat")] * 3  # polled until Accepted for this generation
+
+
+def test_a_route_the_gateway_never_accepts_is_an_error_naming_the_command() -> None:
+    from llmops.serving.objects import KubernetesServingObjects, ServingRouteError
+    from llmops.serving.render import render_route
+
+    api = FakeApiServer(gateway_accepts_after=10**6)
+    store = KubernetesServingObjects("llmops", apps_api=api, core_api=api, custom_api=api, poll_s=0.0,
+                                     route_confirm_timeout_s=0.0)
+    with pytest.raises(ServingRouteError, match=r"generation 1 not accepted.*kubectl describe httproute chat"):
+        store.apply(render_route("chat", settings_mod.load({"LLMOPS_LAUNCHER": "kubernetes"})))

@@ -117,7 +117,8 @@ def test_serving_a_new_champion_rolls_stable_before_routing_to_it() -> None:
     assert served["action"] == "applied_stable" and served["version"] == "7" and served["router"] == "gateway"
     # The route moved only after the stable rollout finished: never to a half-rolled Deployment.
     assert api.calls == [("apply", "Deployment", "chat-stable"), *[("status", "Deployment", "chat-stable")] * 3,
-                         ("apply", "Service", "chat-stable"), ("apply", "HTTPRoute", "chat")]
+                         ("apply", "Service", "chat-stable"), ("apply", "HTTPRoute", "chat"),
+                         ("get", "HTTPRoute", "chat")]  # the route applied only once the Gateway accepted it
     deployment, _, route = api.applied
     template = deployment["spec"]["template"]
     assert template["metadata"]["annotations"][VERSION_ANNOTATION] == "7"

@@ -148,7 +148,7 @@ class GatewayHttpRouteRouter:
             route = self._get()
             weights_ok = route_weights(route, stable_service=self.stable_service,
                                        canary_service=self.canary_service)[1] == percent
-            if weights_ok and _accepted(route, generation):
+            if weights_ok and route_accepted(route, generation):
                 return time.time()
             if time.monotonic() >= deadline:
                 raise RouterError(f"HTTPRoute {self.namespace}/{self.route}: weight {percent}% not accepted by "
@@ -157,7 +157,9 @@ class GatewayHttpRouteRouter:
             time.sleep(self.poll_s)
 
 
-def _accepted(route: dict[str, Any], generation: int | None) -> bool:
+def route_accepted(route: dict[str, Any], generation: int | None) -> bool:
+    """Whether every parent Gateway reports ``Accepted`` for ``generation`` of ``route`` (true when no
+    controller reports a status: the stored spec is then all there is)."""
     parents = route.get("status", {}).get("parents") or []
     if generation is None or not parents:
         # No status to wait for (no controller reports it): the read-back of the spec is all there is.

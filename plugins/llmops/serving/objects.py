@@ -30,7 +30,13 @@ from llmops.core.deployment import DeploymentManifest
 from llmops.core.limits import MANIFEST_MAX_BYTES
 from llmops.io import kube
 from llmops.io import s3 as s3io
-from llmops.serving.gateway_router import FIELD_MANAGER, GATEWAY_GROUP, GATEWAY_VERSION, HTTPROUTE_PLURAL
+from llmops.serving.gateway_router import (
+    FIELD_MANAGER,
+    GATEWAY_GROUP,
+    GATEWAY_VERSION,
+    HTTPROUTE_PLURAL,
+    route_accepted,
+)
 
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
 KINDS = ("Deployment", "Service", "HTTPRoute")
@@ -93,13 +99,14 @@ class KubernetesServingObjects:
     """
 
     def __init__(self, namespace: str, *, apps_api: Any = None, core_api: Any = None, custom_api: Any = None,
-                 rollout_timeout_s: float = 900.0, poll_s: float = 2.0) -> None:
+                 rollout_timeout_s: float = 900.0, poll_s: float = 2.0, route_confirm_timeout_s: float = 30.0) -> None:
         self.namespace = namespace
         self.apps_api = apps_api if apps_api is not None else kube.apps_api()
         self.core_api = core_api if core_api is not None else kube.core_api()
         self.custom_api = custom_api if custom_api is not None else kube.custom_objects_api()
         self.rollout_timeout_s = rollout_timeout_s
         self.poll_s = poll_s
+        self.route_confirm_timeout_s = route_confirm_timeout_s
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Server-side apply: the API server merges ``obj`` into the live object, the fields it
@@ -114,7 +121,19 @@ class KubernetesServingObjects:
             stored = self.custom_api.patch_namespaced_custom_object(
                 group=GATEWAY_GROUP, version=GATEWAY_VERSION, namespace=self.namespace, plural=HTTPROUTE_PLURAL,
                 name=name, body=obj, **apply)
+            # Traffic moves when the Gateway has programmed this generation, not when the API server
+            # stored it: wait for every parent's Accepted, as the canary's router does.
+            self._await_route_accepted(name, _as_dict(stored).get("metadata", {}).get("generation"))
         return _as_dict(stored)
+
+    def _await_route_accepted(self, name: str, generation: int | None) -> None:
+        deadline = time.monotonic() + self.route_confirm_timeout_s
+        while not route_accepted(self.get("HTTPRoute", name) or {}, generation):
+            if time.monotonic() >= deadline:
+                raise ServingRouteError(
+                    f"HTTPRoute {self.namespace}/{name}: generation {generation} not accepted by the Gateway within "
+                    f"{self.route_confirm_timeout_s:g}s; check `kubectl describe httproute {name} -n {self.namespace}`")
+            time.sleep(self.poll_s)
 
     def get(self, kind: str, name: str) -> dict[str, Any] | None:
         """The live object, or ``None`` on a 404."""
