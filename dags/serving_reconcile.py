@@ -15,7 +15,8 @@ embedded default.
    weights URI and digest), resources, replicas, the route's backends and weights, missing
    objects, and a hardware class whose config file changed since the version was qualified.
    What the API server adds (status, managedFields, defaults) is no drift. A model whose
-   `model_refresh` run holds the refresh lease is skipped (its canary owns the route now).
+   refresh lease is held by a live run (`model_refresh`, or `runtime_requalify` moving its pin)
+   is skipped: that run owns the objects now.
    With **reapply**, the pinned render is applied (server-side apply, field manager `llmops`)
    and diffed again: the run then proves convergence.
 2. **verdict**: fails the run (no retry) naming each drifted field and its fix.
@@ -57,10 +58,10 @@ with DAG(
     def reconcile(params: dict | None = None) -> list:
         """Per model: the pinned render against the live objects (re-applied first with reapply)."""
         from airflow.sdk import Variable
-        from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
 
         from llmops.io import s3 as s3io
         from llmops.refresh import lease
+        from llmops.refresh.actions import lease_holder_alive
         from llmops.serving import reconcile_io
         from llmops.serving.objects import serving_objects
 
@@ -70,9 +71,9 @@ with DAG(
 
         def busy(model: str) -> str | None:
             held = lease.read_lease(s3, bucket, model)
-            if held and RuntimeTaskInstance.get_dr_count(dag_id="model_refresh", run_ids=[held.run_id],
-                                                         states=["queued", "running"]) > 0:
-                return f"model_refresh run {held.run_id} holds the model's lease: its canary owns the objects now"
+            if held and lease_holder_alive(held.run_id):
+                return (f"run {held.run_id} holds the model's refresh lease: its canary (or a runtime pin move) "
+                        "owns the objects now")
             return None
 
         return [reconcile_io.reconcile_model(SETTINGS, model, s3=s3, bucket=bucket, store=store,
