@@ -49,8 +49,7 @@ def test_vllm_sidecar_killed_during_qualify(fault: FaultRecord, platform, publis
     model_cache.append(model)
     staged = receive_and_stage(jobs, publish(models_dir / "good", model, "r1"), model, buckets[1])
     version = str(staged["model_version"])
-    candidate = {"role": "candidate", "version": version, "weights_uri": staged["weights_uri"],
-                 "weight_digest": staged["weight_digest"]}
+    candidate = plan.candidate_target(staged)  # served on the runtime its drop pins
     hw = load_hardware_class("cpu", settings.hardware_configs_dir)
     [job] = plan.qualification_jobs(settings, hw, model=model, targets=[candidate], evalset_config=EVALSET,
                                     s3_endpoint=platform.endpoints.s3_url, tracking_uri=platform.endpoints.mlflow_url)
